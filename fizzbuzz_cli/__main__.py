@@ -1,0 +1,3 @@
+from fizzbuzz_cli.cli import main
+
+main()

@@ -1,0 +1,180 @@
+"""The task model: task types and what they do, statuses, and how times are read and shown."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any
+
+from dateutil.parser import isoparse
+
+from fizzbuzz_cli.errors import BadInput
+
+UTC = timezone.utc
+MAX_TASK_ID = 2**31 - 1  # tasks.id is a SERIAL (int4)
+
+
+class TaskType(str, Enum):
+    """The three kinds of task; the value is how the database stores the name."""
+
+    FIZZ = "Fizz"
+    BUZZ = "Buzz"
+    FIZZBUZZ = "FizzBuzz"
+
+    @property
+    def duration(self) -> float:
+        """Seconds between the start of a task and the line it prints."""
+        return _DURATIONS[self]
+
+    def output(self, task_id: int, now: datetime) -> str:
+        """The line a worker prints when the task finishes."""
+        if self is TaskType.FIZZBUZZ:
+            return f"FizzBuzz {format_time(now, micro=True)}"
+        return f"{self.value} {task_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> TaskType:
+        """Any casing of a type name: fizz, FIZZ, FizzBuzz..."""
+        found = _TYPES_BY_LOWER.get(str(text).lower())
+        if found is None:
+            raise BadInput(f"unknown task type {text!r}: use one of {choices(cls)}")
+        return found
+
+
+_DURATIONS = {TaskType.FIZZ: 3.0, TaskType.BUZZ: 5.0, TaskType.FIZZBUZZ: 0.0}
+_TYPES_BY_LOWER = {t.value.lower(): t for t in TaskType}
+
+
+class Status(str, Enum):
+    WAITING = "Waiting"
+    CLAIMED = "Claimed"
+    COMPLETE = "Complete"
+
+    @classmethod
+    def parse(cls, text: str) -> Status:
+        for status in cls:
+            if status.value.lower() == str(text).lower():
+                return status
+        raise BadInput(f"unknown status {text!r}: use one of {choices(cls)}")
+
+
+def choices(enum: type[Enum]) -> str:
+    return ", ".join(member.value.lower() for member in enum)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: int
+    type: TaskType
+    status: Status
+    time: datetime
+    created_at: datetime | None = None
+    claimed_at: datetime | None = None
+    completed_at: datetime | None = None
+    worker: str | None = None
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON shape shared by the CLI and the HTTP API (`typ` is the original's name)."""
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "typ": self.type.value,
+            "status": self.status.value,
+            "time": format_time(self.time),
+            "created_at": _maybe_time(self.created_at),
+            "claimed_at": _maybe_time(self.claimed_at),
+            "completed_at": _maybe_time(self.completed_at),
+            "worker": self.worker,
+            "attempts": self.attempts,
+        }
+
+
+def _maybe_time(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+# ---------------------------------------------------------------------------- times
+
+TIME_HELP = (
+    "RFC 3339 such as 2023-03-28T11:59:59Z (no offset means UTC), 'now', "
+    "or relative such as +30s, +5m, +2h, -1d, 'in 10 minutes', '5 minutes ago'"
+)
+
+_UNITS = {
+    "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+}  # fmt: skip
+_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
+_RELATIVE = re.compile(
+    r"^(?:(?P<sign>[+-])|in\s+)(?P<body>.+?)(?P<ago>\s+ago)?$"  # +5m, -1d, in 10 minutes
+    r"|^(?P<body2>.+?)\s+ago$"  # 5 minutes ago
+)
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """Read a task time from the command line, a file or an HTTP body; return aware UTC."""
+    raw = str(text).strip()
+    if not raw:
+        raise BadInput(f"empty time: use {TIME_HELP}")
+    lowered = raw.lower()
+    if lowered == "now":
+        return now or datetime.now(UTC)
+    relative = _parse_relative(lowered)
+    if relative is not None:
+        try:
+            return (now or datetime.now(UTC)) + relative
+        except OverflowError:
+            raise BadInput(f"time {raw!r} is out of range (years 1 to 9999)") from None
+    return parse_absolute(raw)
+
+
+def parse_absolute(raw: str) -> datetime:
+    """RFC 3339 / ISO 8601; a time without an offset is UTC."""
+    try:
+        value = datetime.fromisoformat(raw)  # fast path: covers RFC 3339 on Python 3.11+
+    except ValueError:
+        try:
+            value = isoparse(raw)
+        except (ValueError, OverflowError):
+            raise BadInput(f"invalid time {raw!r}: use {TIME_HELP}") from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise BadInput(f"time {raw!r} is out of range (years 1 to 9999)") from None
+
+
+def _parse_relative(text: str) -> timedelta | None:
+    match = _RELATIVE.match(text)
+    if match is None:
+        return None
+    body = match.group("body") or match.group("body2")
+    seconds = 0.0
+    pos = 0
+    while pos < len(body):
+        part = _PART.match(body, pos)
+        if part is None or part.group(2) not in _UNITS:
+            return None
+        seconds += float(part.group(1)) * _UNITS[part.group(2)]
+        pos = part.end()
+    if match.group("sign") == "-" or match.group("ago") or match.group("body2"):
+        seconds = -seconds
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise BadInput(f"time {text!r} is out of range (years 1 to 9999)") from None
+
+
+def format_time(value: datetime, micro: bool = False) -> str:
+    """RFC 3339 in UTC with a Z; fractions only when present (always with micro=True)."""
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    spec = "microseconds" if micro or naive.microsecond else "seconds"
+    return naive.isoformat(timespec=spec) + "Z"

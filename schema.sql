@@ -1,0 +1,1 @@
+fizzbuzz_cli/schema.sql

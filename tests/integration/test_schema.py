@@ -1,0 +1,104 @@
+"""init-db on empty databases, on the original project's table, and on itself."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import psycopg
+import pytest
+from conftest import Fizz
+
+from fizzbuzz_cli import db
+from fizzbuzz_cli.errors import SchemaMissing
+from fizzbuzz_cli.tasks import UTC
+
+ORIGINAL_TABLE = """
+    CREATE TABLE tasks (
+        id SERIAL PRIMARY KEY,
+        tasktype VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        time TIMESTAMPTZ NOT NULL
+    )"""
+
+
+def test_schema_file_at_top_level_is_the_packaged_one() -> None:
+    from pathlib import Path
+
+    top = Path(__file__).parents[2] / "schema.sql"
+    assert top.read_text() == db.SCHEMA_SQL
+    assert db.SCHEMA_VERSION == 1
+
+
+def test_upgrades_the_original_table_in_place_keeping_rows(empty_database: str) -> None:
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(ORIGINAL_TABLE)
+        conn.execute("""INSERT INTO tasks (tasktype, status, time) VALUES
+            ('Fizz', 'Waiting', '2023-03-28T11:59:59Z'),
+            ('Buzz', 'Claimed', '2023-03-28T12:00:00Z'),
+            ('FizzBuzz', 'Complete', '2023-03-28T12:00:01Z')""")
+    result = Fizz(empty_database)("init-db")
+    assert (result.code, result.out) == (
+        0, "Upgraded the original tasks table to fizz schema version 1 (3 rows kept).\n")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, tasktype, status, time, created_at, attempts, "
+                            "lease_until IS NOT NULL FROM tasks ORDER BY id").fetchall()
+        assert rows == [
+            (1, "Fizz", "Waiting", datetime(2023, 3, 28, 11, 59, 59, tzinfo=UTC), None, 0, False),
+            (2, "Buzz", "Claimed", datetime(2023, 3, 28, 12, 0, 0, tzinfo=UTC), None, 0, True),
+            (3, "FizzBuzz", "Complete", datetime(2023, 3, 28, 12, 0, 1, tzinfo=UTC), None, 0, False),
+        ]
+        # The original server's statements keep working on the upgraded table.
+        conn.execute("INSERT INTO tasks (tasktype, time, status) VALUES ('Fizz', now(), 'Waiting')")
+        conn.execute("UPDATE tasks SET status = 'Claimed' WHERE id = 4")
+        conn.execute("UPDATE tasks SET status = 'Complete' WHERE id = 4")
+        row = conn.execute("SELECT status, claimed_at IS NOT NULL, completed_at IS NOT NULL, "
+                           "lease_until, attempts FROM tasks WHERE id = 4").fetchone()
+        assert row == ("Complete", True, True, None, 1)
+        assert conn.execute("SELECT max(id) FROM tasks").fetchone() == (4,)
+    again = Fizz(empty_database)("init-db")
+    assert again.out == "The fizz schema is up to date (version 1, 4 tasks).\n"
+
+
+def test_constraints_reject_bad_rows(database: str) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO tasks (tasktype, status, time) VALUES ('Fuzz', 'Waiting', now())")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO tasks (tasktype, status, time) VALUES ('Fizz', 'waiting', now())")
+
+
+def test_concurrent_init_db_is_serialised(empty_database: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(empty_database, autocommit=True) as conn:
+                db.migrate(conn)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_refuses_a_newer_schema(database: str) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("UPDATE fizz_meta SET value = '99' WHERE key = 'schema_version'")
+        with pytest.raises(SchemaMissing, match="version 99, newer than this fizz understands"):
+            db.migrate(conn)
+
+
+def test_insert_notifies_once_per_statement_with_the_earliest_time(database: str) -> None:
+    with psycopg.connect(database, autocommit=True) as listener, \
+            psycopg.connect(database, autocommit=True) as writer:
+        listener.execute("LISTEN fizz_tasks")
+        writer.execute("INSERT INTO tasks (tasktype, status, time) SELECT 'Fizz', 'Waiting', "
+                       "'2030-01-01T00:00:00Z'::timestamptz + n * interval '1 second' "
+                       "FROM generate_series(0, 999) AS n")
+        notes = list(listener.notifies(timeout=1.0))
+    assert [(n.channel, n.payload) for n in notes] == [("fizz_tasks", "1893456000.000000")]
