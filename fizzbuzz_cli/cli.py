@@ -137,13 +137,19 @@ def main_options(
 
 
 def _setup_logging(level: int) -> None:
-    from rich.logging import RichHandler
-
+    """Logs go to stderr: rich on a terminal, plain timestamped lines otherwise."""
     logger = logging.getLogger("fizz")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False,
-                          log_time_format="[%X]")
+    console = Console(stderr=True)
+    if console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False,
+                                               log_time_format="[%X]")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
