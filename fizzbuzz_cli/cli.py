@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from fizzbuzz_cli import __version__, config, db
 from fizzbuzz_cli.bulk import FileFormat, TaskReader
+from fizzbuzz_cli.config import WorkerSettings
 from fizzbuzz_cli.errors import BadInput, FizzError
 from fizzbuzz_cli.tasks import (
     MAX_TASK_ID,
@@ -383,6 +384,44 @@ def _write_task(task: Task, as_json: bool) -> None:
 
 def _stdout_console() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+@app.command(epilog=_examples(
+    "fizz work",
+    "fizz work --concurrency 100 --lease 30",
+    "fizz work --drain        # run what is due, then exit",
+))
+def work(
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", "-c", min=1, help="Tasks in flight at most (sleeping Fizz and Buzz "
+        "tasks included).")] = WorkerSettings.concurrency,
+    lease: Annotated[float, typer.Option(
+        min=1.0, help="Seconds a claim lasts unless renewed; a dead worker's tasks run "
+        "elsewhere about this long after it died.")] = WorkerSettings.lease,
+    grace: Annotated[float, typer.Option(
+        min=0.0, help="On Ctrl-C / SIGTERM, seconds running tasks get to finish before "
+        "they are handed back.")] = WorkerSettings.grace,
+    ahead: Annotated[float, typer.Option(
+        min=0.0, help="Claim tasks this many seconds before they are due (at most half "
+        "the lease).")] = WorkerSettings.ahead,
+    drain: Annotated[bool, typer.Option(
+        "--drain", help="Exit 0 once no task is due or in flight.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run due tasks at their time until stopped (Ctrl-C / SIGTERM: finish, hand back, exit 0).
+
+    Prints one line per task on stdout (Fizz <id>, Buzz <id>, FizzBuzz <time>); logs go to
+    stderr. Run as many workers as you like, on as many machines: each task runs once.
+    """
+    if ahead > lease / 2:
+        raise BadInput(f"--ahead {ahead:g} is more than half the lease ({lease:g} s)")
+    from fizzbuzz_cli.worker import Worker
+
+    settings = WorkerSettings(concurrency=concurrency, lease=lease, grace=grace, ahead=ahead,
+                              drain=drain)
+    url = config.prepared_database_url(database_url)
+    with db.translate_errors():
+        Worker(url, settings).run()
 
 
 # ---------------------------------------------------------------------------- db

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 
@@ -13,6 +14,20 @@ from fizzbuzz_cli import db
 DATABASE_URL_ENV = "FIZZ_DATABASE_URL"
 API_TOKEN_ENV = "FIZZ_API_TOKEN"
 HOME_ENV = "FIZZ_HOME"  # the embedded server's folder (default: see embedded.default_home)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 10_000  # tasks in flight at most (claimed and not yet completed)
+    lease: float = 10.0  # seconds a claim lasts unless renewed (renewed every lease / 3)
+    ahead: float = 0.25  # claim tasks this long before they are due
+    batch: int = 1000  # tasks per claim query at most
+    grace: float = 6.0  # on stop, how long running tasks may take to finish
+    drain: bool = False  # stop once nothing is due or in flight
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ahead <= self.lease / 2:
+            raise ValueError("ahead must be between 0 and half the lease")
 
 
 def database_url(explicit: str | None) -> tuple[str, bool]:
@@ -26,6 +41,18 @@ def database_url(explicit: str | None) -> tuple[str, bool]:
     from fizzbuzz_cli.embedded import EmbeddedServer
 
     return EmbeddedServer().ensure_database(), True
+
+
+def prepared_database_url(explicit: str | None) -> str:
+    """The URL for the long-running commands (work, serve), checked before they start: the
+    embedded database is migrated; another one must already have the current schema."""
+    url, embedded = database_url(explicit)
+    with db.session(url) as conn:
+        if embedded:
+            db.ensure_schema(conn)
+        else:
+            db.require_schema(conn)
+    return url
 
 
 @contextmanager

@@ -236,6 +236,18 @@ def schema_version(conn: psycopg.Connection) -> tuple[bool, int | None]:
     return bool(row[0]), version
 
 
+def require_schema(conn: psycopg.Connection) -> None:
+    """Raise SchemaMissing unless the database has this fizz's schema version."""
+    had_table, version = schema_version(conn)
+    if version == SCHEMA_VERSION:
+        return
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaMissing(f"the database has fizz schema version {version}, newer than this "
+                            f"fizz understands ({SCHEMA_VERSION}): upgrade fizz")
+    what = "an older fizz schema" if had_table else "no fizz schema"
+    raise SchemaMissing(f"the database has {what}: run 'fizz init-db'")
+
+
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Migrate when the schema is missing or older (used for the embedded database)."""
     if schema_version(conn)[1] != SCHEMA_VERSION:

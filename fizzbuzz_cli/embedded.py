@@ -162,7 +162,8 @@ class EmbeddedServer:
         with self._locked():
             binaries = self._binaries()
             self._run([binaries["pg_ctl"], "-D", str(self.data_dir), "-m", "fast", "-w", "-s",
-                       "-t", "60", "restart"], "restart PostgreSQL")
+                       "-t", "60", "-l", str(self.data_dir / "server.log"), "restart"],
+                      "restart PostgreSQL")
             return self._wait_ready()
 
     # ------------------------------------------------------------------ start-up

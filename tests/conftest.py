@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,3 +160,94 @@ def run_fizz(*args: str, env: dict[str, str] | None = None,
     """Runs `python -m fizzbuzz_cli` as a real process."""
     return subprocess.run([sys.executable, "-m", "fizzbuzz_cli", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+class WorkerProc:
+    """A real `fizz work` process whose stdout lines are collected with arrival times."""
+
+    def __init__(self, url: str, *args: str) -> None:
+        import threading
+
+        self.lines: list[tuple[float, str]] = []
+        self.stderr: list[str] = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fizzbuzz_cli", "work", "--database-url", url, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        )
+        self._threads = [threading.Thread(target=self._read_out, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_out(self) -> None:
+        import time
+
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), line.rstrip("\n")))
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if " ready: " in line:
+                self.ready.set()
+
+    def wait_ready(self, timeout: float = 30) -> WorkerProc:
+        assert self.ready.wait(timeout), "".join(self.stderr)
+        return self
+
+    def output(self) -> list[str]:
+        return [line for _, line in self.lines]
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return code
+
+    def stop(self) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.wait()
+
+    def log(self) -> str:
+        return "".join(self.stderr)
+
+
+@pytest.fixture
+def workers(database: str) -> Iterator[Callable[..., WorkerProc]]:
+    """Start real workers on this test's database; any still running are stopped at the end."""
+    started: list[WorkerProc] = []
+
+    def start(*args: str, url: str | None = None, ready: bool = True) -> WorkerProc:
+        proc = WorkerProc(url or database, *args)
+        started.append(proc)
+        return proc.wait_ready() if ready else proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, message: str = "") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s {message}")
+        time.sleep(0.02)
+
+
+def query(url: str, sql_text: str, params: object = None) -> list[tuple]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql_text, params).fetchall()

@@ -1,0 +1,271 @@
+"""`fizz work` as real processes: on time, exactly once, crash-safe, clean stops.
+
+Timing checks use tolerances that hold on a loaded 2-core CI machine; the tight figures
+belong to bench/bench.py.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import PgServer, WorkerProc, new_home, query, wait_for
+
+from fizzbuzz_cli.embedded import EmbeddedServer
+
+Start = Callable[..., WorkerProc]
+FIZZBUZZ_LINE = re.compile(r"^FizzBuzz \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def add(url: str, kind: str, delay: float = 0.0, n: int = 1, spread: float = 0.0) -> list[int]:
+    """Insert n tasks due `delay` seconds from now (the database's now), spread evenly."""
+    rows = query(url, """
+        INSERT INTO tasks (tasktype, status, time)
+        SELECT %s, 'Waiting', now() + (%s + %s * i / greatest(%s, 1)) * interval '1 second'
+        FROM generate_series(0, %s - 1) AS i
+        RETURNING id""", [kind, delay, spread, n, n])
+    return [r[0] for r in rows]
+
+
+def due_epoch(url: str, task_id: int) -> float:
+    return query(url, "SELECT extract(epoch FROM time)::float8 FROM tasks WHERE id = %s",
+                 [task_id])[0][0]
+
+
+def printed_at(line: str) -> float:
+    return datetime.fromisoformat(line.split()[1].replace("Z", "+00:00")).timestamp()
+
+
+def statuses(url: str) -> dict[str, int]:
+    return dict(query(url, "SELECT status, count(*) FROM tasks GROUP BY status"))
+
+
+def all_complete(url: str) -> bool:
+    return set(statuses(url)) == {"Complete"}
+
+
+def test_each_type_prints_its_line_on_time(database: str, workers: Start) -> None:
+    worker = workers()
+    fizz, = add(database, "Fizz", 1.0)
+    buzz, = add(database, "Buzz", 1.0)
+    fizzbuzz, = add(database, "FizzBuzz", 1.0)
+    wait_for(lambda: len(worker.lines) == 3, 15, worker.log())
+    assert worker.stop() == 0
+    by_line = {line.split()[0]: (at, line) for at, line in worker.lines}
+    assert by_line["Fizz"][1] == f"Fizz {fizz}"
+    assert by_line["Buzz"][1] == f"Buzz {buzz}"
+    assert FIZZBUZZ_LINE.match(by_line["FizzBuzz"][1])
+    due = due_epoch(database, fizz)
+    late = printed_at(by_line["FizzBuzz"][1]) - due_epoch(database, fizzbuzz)
+    assert 0 <= late < 0.25, late  # never early; on time up to a loaded machine's jitter
+    assert 3.0 <= by_line["Fizz"][0] - due < 3.5
+    assert 5.0 <= by_line["Buzz"][0] - due < 5.5
+    assert all_complete(database)
+    assert [line for line in worker.output()] == [line for _, line in worker.lines]
+
+
+def test_stdout_carries_only_task_lines(database: str, workers: Start) -> None:
+    add(database, "FizzBuzz", 0, n=5)
+    worker = workers("--drain")
+    assert worker.wait() == 0
+    assert len(worker.lines) == 5 and all(FIZZBUZZ_LINE.match(line) for line in worker.output())
+    assert "ready" in worker.log() and "ran 5 tasks" in worker.log()
+
+
+def test_overdue_tasks_start_at_once(database: str, workers: Start) -> None:
+    fizz, = add(database, "Fizz", -60)
+    add(database, "FizzBuzz", -60)
+    started = time.time()
+    worker = workers("--drain", ready=False)
+    assert worker.wait(timeout=30) == 0
+    lines = dict((line.split()[0], at) for at, line in worker.lines)
+    assert lines["FizzBuzz"] - started < 3.0  # process start-up included
+    assert 3.0 <= lines["Fizz"] - started < 6.0
+    assert worker.output()[-1] == f"Fizz {fizz}"
+
+
+def test_exactly_once_with_three_workers(database: str, workers: Start) -> None:
+    crew = [workers() for _ in range(3)]
+    fizz = add(database, "Fizz", 0.5, n=700, spread=1.5)
+    buzz = add(database, "Buzz", 0.5, n=300, spread=1.5)
+    add(database, "FizzBuzz", 0.5, n=1000, spread=1.5)
+    wait_for(lambda: all_complete(database), 40, "for 2,000 tasks to complete")
+    for worker in crew:
+        assert worker.stop() == 0
+    lines = [line for worker in crew for line in worker.output()]
+    counts = Counter(line for line in lines if not line.startswith("FizzBuzz"))
+    assert counts == Counter([f"Fizz {i}" for i in fizz] + [f"Buzz {i}" for i in buzz])
+    assert sum(1 for line in lines if line.startswith("FizzBuzz")) == 1000
+    assert query(database, "SELECT count(*), max(attempts) FROM tasks WHERE status = 'Complete'"
+                 ) == [(2000, 1)]
+    assert all(len(worker.lines) > 0 for worker in crew)  # the work was shared
+
+
+def test_a_killed_workers_task_runs_again_elsewhere(database: str, workers: Start) -> None:
+    doomed = workers("--lease", "2")
+    buzz, = add(database, "Buzz", 0)
+    wait_for(lambda: query(database, "SELECT status FROM tasks")[0][0] == "Claimed", 10)
+    time.sleep(1.0)  # mid-Buzz
+    doomed.proc.kill()
+    doomed.wait()
+    killed_at = time.time()
+    rescuer = workers("--lease", "2")
+    wait_for(lambda: rescuer.output() == [f"Buzz {buzz}"], 20, rescuer.log())
+    assert rescuer.stop() == 0
+    assert doomed.output() == []
+    assert time.time() - killed_at < 15  # lease (2 s) + reaping + a full Buzz (5 s)
+    assert query(database, "SELECT status, attempts FROM tasks") == [("Complete", 2)]
+    assert "whose lease ran out: back to Waiting" in rescuer.log()
+
+
+def test_sigterm_finishes_running_tasks_and_hands_back_the_rest(
+    database: str, workers: Start
+) -> None:
+    worker = workers("--ahead", "0.5")
+    running, = add(database, "Fizz", 0)
+    wait_for(lambda: query(database, "SELECT status FROM tasks")[0][0] == "Claimed", 10)
+    later, = add(database, "FizzBuzz", 0.45)  # claimed ahead, not started at the signal
+    wait_for(lambda: statuses(database).get("Claimed") == 2, 5)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    assert worker.output() == [f"Fizz {running}"]
+    assert query(database, "SELECT id, status, worker FROM tasks ORDER BY id") == [
+        (running, "Complete", query(database, "SELECT worker FROM tasks WHERE id = %s",
+                                    [running])[0][0]),
+        (later, "Waiting", None),
+    ]
+    assert "handed back 1 tasks (not yet started)" in worker.log()
+
+
+def test_grace_period_then_hand_back_and_a_second_signal_is_immediate(
+    database: str, workers: Start
+) -> None:
+    patient = workers("--grace", "0.5")
+    add(database, "Buzz", 0)
+    wait_for(lambda: statuses(database) == {"Claimed": 1}, 10)
+    patient.signal(signal.SIGTERM)
+    assert patient.wait(timeout=10) == 0
+    assert patient.output() == []
+    assert statuses(database) == {"Waiting": 1}
+    assert "still running when the grace period ended" in patient.log()
+
+    hasty = workers()
+    wait_for(lambda: statuses(database) == {"Claimed": 1}, 10)
+    hasty.signal(signal.SIGINT)
+    time.sleep(0.3)
+    hasty.signal(signal.SIGINT)
+    assert hasty.wait(timeout=10) == 0
+    assert hasty.output() == []
+    assert query(database, "SELECT status, attempts FROM tasks") == [("Waiting", 2)]
+
+
+def test_a_task_deleted_while_claimed_is_dropped(database: str, workers: Start) -> None:
+    worker = workers()
+    doomed, kept = add(database, "Fizz", 0, n=2)
+    wait_for(lambda: statuses(database) == {"Claimed": 2}, 10)
+    query(database, "DELETE FROM tasks WHERE id = %s RETURNING id", [doomed])
+    wait_for(lambda: len(worker.lines) == 1, 10)
+    time.sleep(0.5)
+    assert worker.stop() == 0
+    assert worker.output() == [f"Fizz {kept}"]
+    assert f"dropped task {doomed}: it was deleted" in worker.log()
+    assert statuses(database) == {"Complete": 1}
+
+
+def test_concurrency_limits_tasks_in_flight(database: str, workers: Start) -> None:
+    worker = workers("--concurrency", "2")
+    add(database, "Fizz", 0, n=4)
+    wait_for(lambda: len(worker.lines) == 4, 20, worker.log())
+    assert worker.stop() == 0
+    times = sorted(at for at, _ in worker.lines)
+    assert times[2] - times[0] >= 2.5  # the second pair waited for room
+
+
+def test_drain_exits_when_nothing_is_due(database: str, workers: Start) -> None:
+    add(database, "Fizz", 3600)
+    worker = workers("--drain", ready=False)
+    assert worker.wait(timeout=20) == 0
+    assert worker.output() == []
+    assert statuses(database) == {"Waiting": 1}
+
+
+def test_bad_options_and_unreachable_database() -> None:
+    from conftest import Fizz
+
+    result = Fizz(None)("work", "--ahead", "9", "--lease", "10", url=False)
+    assert (result.code, result.err) == (2, "Error: --ahead 9 is more than half the lease "
+                                            "(10 s)\n")
+    result = Fizz("postgresql://fizz@127.0.0.1:1/nothing")("work")
+    assert (result.code, result.err) == (1, "Error: cannot connect to PostgreSQL at "
+                                            "127.0.0.1:1: Connection refused\n")
+
+
+def test_work_on_a_database_without_schema(empty_database: str) -> None:
+    from conftest import Fizz
+
+    result = Fizz(empty_database)("work")
+    assert (result.code, result.err) == (1, "Error: the database has no fizz schema: run "
+                                            "'fizz init-db'\n")
+
+
+@pytest.fixture
+def restartable(pg_server: PgServer, database: str) -> Iterator[tuple[str, EmbeddedServer]]:
+    """A database on a server this test may restart (the session's own, when it has one)."""
+    if pg_server.embedded is not None:
+        yield database, pg_server.embedded
+        return
+    home = new_home()
+    server = EmbeddedServer(home, throwaway=True)
+    try:
+        url = server.ensure_database()
+        with psycopg.connect(url, autocommit=True) as conn:
+            from fizzbuzz_cli import db
+
+            db.migrate(conn)
+        yield url, server
+    finally:
+        server.stop()
+        import shutil
+
+        shutil.rmtree(Path(home), ignore_errors=True)
+
+
+def test_survives_a_postgresql_restart(restartable: tuple[str, EmbeddedServer],
+                                       workers: Start) -> None:
+    url, server = restartable
+    crew = [workers(url=url), workers(url=url)]
+    fizz = add(url, "Fizz", 0.5, n=20, spread=3)
+    add(url, "FizzBuzz", 0.5, n=200, spread=4)
+    time.sleep(1.5)
+    server.restart()
+    late = add(url, "FizzBuzz", 0, n=10)  # added right after the restart
+    wait_for(lambda: all_complete(url), 40, "for every task to complete after the restart")
+    for worker in crew:
+        assert worker.stop() == 0
+    lines = [line for worker in crew for line in worker.output()]
+    assert Counter(line for line in lines if line.startswith("Fizz ")) == Counter(
+        f"Fizz {i}" for i in fizz)
+    assert sum(1 for line in lines if line.startswith("FizzBuzz")) == 210
+    assert query(url, "SELECT count(*) FROM tasks WHERE status = 'Complete'") == [(230,)]
+    assert late and any("reconnected" in worker.log() for worker in crew)
+    assert query(url, "SELECT max(attempts) FROM tasks") == [(1,)]
+
+
+def test_clock_offset_is_zero_against_the_same_machine(database: str) -> None:
+    from fizzbuzz_cli.worker import Worker
+
+    worker = Worker(database)
+    worker._connect()
+    try:
+        assert worker.offset == 0.0
+        assert abs((worker.now() - datetime.now(worker.now().tzinfo)).total_seconds()) < 0.01
+    finally:
+        worker._disconnect()
+    assert timedelta(0) == timedelta(seconds=worker.offset)
