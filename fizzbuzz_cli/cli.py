@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from fizzbuzz_cli import __version__, config, db
 from fizzbuzz_cli.bulk import FileFormat, TaskReader
-from fizzbuzz_cli.config import WorkerSettings
+from fizzbuzz_cli.config import ServerSettings, WorkerSettings
 from fizzbuzz_cli.errors import BadInput, FizzError
 from fizzbuzz_cli.tasks import (
     MAX_TASK_ID,
@@ -137,6 +137,18 @@ def main_options(
     _setup_logging(level)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record is logged (not when it was set up)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _setup_logging(level: int) -> None:
     """Logs go to stderr: rich on a terminal, plain timestamped lines otherwise."""
     logger = logging.getLogger("fizz")
@@ -149,7 +161,7 @@ def _setup_logging(level: int) -> None:
         handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False,
                                                log_time_format="[%X]")
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
@@ -422,6 +434,38 @@ def work(
     url = config.prepared_database_url(database_url)
     with db.translate_errors():
         Worker(url, settings).run()
+
+
+@app.command(epilog=_examples(
+    "fizz serve",
+    "fizz serve --port 8080",
+    "FIZZ_API_TOKEN=secret fizz serve --host 0.0.0.0",
+    "curl -X POST -H 'content-type: application/json' "
+    "-d '{\"type\": \"Fizz\", \"time\": \"2023-03-28T11:59:59Z\"}' localhost:8000/tasks",
+))
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every "
+                                      "interface).")] = ServerSettings.host,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")]
+    = ServerSettings.port,
+    token: Annotated[Optional[str], typer.Option(
+        envvar=config.API_TOKEN_ENV, show_envvar=True,
+        help="Require 'Authorization: Bearer TOKEN' on every route but /healthz.")] = None,
+    pool_size: Annotated[int, typer.Option(min=1, max=200, help="Database connections at "
+                                           "most.")] = ServerSettings.pool_size,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve the HTTP API of the original project (and /healthz, /metrics, /openapi.json).
+
+    Runs until Ctrl-C / SIGTERM, then finishes the requests in flight and exits 0. Logs one
+    line per request on stderr (-q hides them).
+    """
+    from fizzbuzz_cli.server import serve as run_server
+
+    settings = ServerSettings(host=host, port=port, token=token or None, pool_size=pool_size)
+    url = config.prepared_database_url(database_url)
+    with db.translate_errors():
+        run_server(url, settings)
 
 
 # ---------------------------------------------------------------------------- db

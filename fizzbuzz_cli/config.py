@@ -30,6 +30,21 @@ class WorkerSettings:
             raise ValueError("ahead must be between 0 and half the lease")
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"  # loopback only unless told otherwise
+    port: int = 8000
+    token: str | None = None  # when set, every route but /healthz needs "Bearer <token>"
+    pool_size: int = 16  # database connections at most
+    pool_timeout: float = 5.0  # seconds a request waits for a database connection (then 503)
+    max_body: int = 64 * 1024  # bytes of request body at most (413 beyond)
+    max_connections: int = 256  # client connections served at once (503 beyond)
+    idle_timeout: float = 10.0  # seconds any single read or write on a connection may stall
+    request_timeout: float = 15.0  # seconds a connection may idle before, or spend sending, a
+    #                                request (keep-alive idle time included)
+    http_lease: float = 60.0  # seconds a claim made through POST /tasks/pull/<id> lasts
+
+
 def database_url(explicit: str | None) -> tuple[str, bool]:
     """(URL, is_embedded): --database-url, else FIZZ_DATABASE_URL, else the embedded server.
 

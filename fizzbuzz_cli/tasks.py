@@ -118,6 +118,9 @@ _RELATIVE = re.compile(
 )
 
 
+_LEAP_SECOND = re.compile(r"[Tt ]\d\d:\d\d:(60)")
+
+
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """Read a task time from the command line, a file or an HTTP body; return aware UTC."""
     raw = str(text).strip()
@@ -143,7 +146,12 @@ def parse_absolute(raw: str) -> datetime:
         try:
             value = isoparse(raw)
         except (ValueError, OverflowError):
-            raise BadInput(f"invalid time {raw!r}: use {TIME_HELP}") from None
+            leap = _LEAP_SECOND.search(raw)
+            if leap is None:
+                raise BadInput(f"invalid time {raw!r}: use {TIME_HELP}") from None
+            # RFC 3339 allows a leap second (23:59:60); Python does not: take the next second.
+            return parse_absolute(raw[:leap.start(1)] + "59" + raw[leap.end(1):]) + timedelta(
+                seconds=1)
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     try:

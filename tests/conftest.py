@@ -250,4 +250,5 @@ def wait_for(condition: Callable[[], object], timeout: float, message: str = "")
 
 def query(url: str, sql_text: str, params: object = None) -> list[tuple]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql_text, params).fetchall()
+        cursor = conn.execute(sql_text, params)
+        return cursor.fetchall() if cursor.description else []

@@ -1,0 +1,197 @@
+"""The OpenAPI 3 description of `fizz serve`, served at /openapi.json.
+
+Kept beside the server and checked against it by the test suite (schemathesis), so that it
+stays truthful: every route, parameter, body, status and response shape the server uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fizzbuzz_cli import __version__
+from fizzbuzz_cli.tasks import MAX_TASK_ID
+
+_ANY_CASE = {
+    "filters.type": "^([Ff][Ii][Zz][Zz]|[Bb][Uu][Zz][Zz]|[Ff][Ii][Zz][Zz][Bb][Uu][Zz][Zz])$",
+    "filters.status": "^([Ww][Aa][Ii][Tt][Ii][Nn][Gg]|[Cc][Ll][Aa][Ii][Mm][Ee][Dd]"
+                      "|[Cc][Oo][Mm][Pp][Ll][Ee][Tt][Ee])$",
+}
+_TIME = {"type": "string", "format": "date-time", "pattern": "^(?!0000)[0-9]{4}-",
+         "example": "2023-03-28T11:59:59Z"}
+_NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
+_TYPE = {"type": "string", "enum": ["Fizz", "Buzz", "FizzBuzz"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_TASK_ID = {
+    "name": "id", "in": "path", "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TASK_ID},
+    "description": "The task id (a positive 32-bit integer).",
+}
+_UNAVAILABLE = _error("The database is unreachable; try again shortly.")
+
+
+def _operation(summary: str, responses: dict[str, Any], *, auth: bool,
+               **extra: Any) -> dict[str, Any]:
+    responses = {**responses, "503": _UNAVAILABLE}
+    if auth:
+        responses["401"] = _error("Missing or wrong bearer token.")
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def spec(token: bool = False, max_body: int = 65536) -> dict[str, Any]:
+    """The document; `token` says whether this server requires a bearer token."""
+    auth = token
+    task_by_id = {
+        "get": _operation("Get one task", {
+            "200": _json(_ref("Task"), "The task."),
+            "400": _error("The id is not a positive 32-bit integer."),
+            "404": _error("No task has this id."),
+        }, auth=auth, operationId="getTask"),
+        "delete": _operation("Delete one task", {
+            "200": _json(_ref("Task"), "The deleted task."),
+            "400": _error("The id is not a positive 32-bit integer."),
+            "404": _error("No task has this id."),
+        }, auth=auth, operationId="deleteTask"),
+        "post": _operation("Mark a claimed task complete (worker route)", {
+            "200": _json(_ref("Task"), "The task, now Complete."),
+            "400": _error("The id is not a positive 32-bit integer."),
+            "404": _error("No claimed task has this id."),
+        }, auth=auth, operationId="completeTask"),
+        "parameters": [_TASK_ID],
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "fizz",
+            "version": __version__,
+            "description": "Schedule Fizz, Buzz and FizzBuzz tasks. Compatible with the "
+                           "original FizzBuzz task scheduler's API.",
+        },
+        "paths": {
+            "/tasks": {
+                "post": _operation("Schedule a task", {
+                    "201": {
+                        **_json({"type": "object", "required": ["id"], "properties": {
+                            "id": {"type": "integer", "minimum": 1}}}, "The new task's id."),
+                        "headers": {"Location": {"schema": {"type": "string"},
+                                                 "description": "/tasks/<id>"}},
+                    },
+                    "400": _error("Bad JSON, unknown type, bad or missing time."),
+                    "411": _error("No Content-Length (chunked bodies are not accepted)."),
+                    "413": _error(f"The body is larger than {max_body} bytes."),
+                    "415": _error("The body is not JSON."),
+                }, auth=auth, operationId="createTask", requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewTask")}},
+                }),
+                "get": _operation("List tasks, in id order", {
+                    "200": _json({"type": "array", "items": _ref("Task")}, "The tasks."),
+                    "400": _error("A filter or the limit is not valid."),
+                }, auth=auth, operationId="listTasks", parameters=[
+                    {"name": "filters.type", "in": "query", "required": False,
+                     "description": "fizz, buzz or fizzbuzz, any case.",
+                     "schema": {"type": "string", "pattern": _ANY_CASE["filters.type"]}},
+                    {"name": "filters.status", "in": "query", "required": False,
+                     "description": "waiting, claimed or complete, any case.",
+                     "schema": {"type": "string", "pattern": _ANY_CASE["filters.status"]}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "description": "At most this many tasks.",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TASK_ID}},
+                ]),
+            },
+            "/tasks/next": {
+                "get": _operation("The next waiting task (worker route)", {
+                    "200": _json({"type": "object", "required": ["id", "time"], "properties": {
+                        "id": {"type": "integer", "minimum": 1},
+                        "time": {"type": "string", "format": "date-time"}}},
+                        "Id and time of the earliest waiting task."),
+                    "404": _error("No task is waiting."),
+                }, auth=auth, operationId="nextTask"),
+            },
+            "/tasks/pull/{id}": {
+                "post": _operation("Claim a waiting task (worker route)", {
+                    "200": _json(_ref("Task"), "The task, now Claimed (with a lease)."),
+                    "400": _error("The id is not a positive 32-bit integer."),
+                    "404": _error("No waiting task has this id."),
+                }, auth=auth, operationId="pullTask"),
+                "parameters": [_TASK_ID],
+            },
+            "/tasks/{id}": task_by_id,
+            "/healthz": {
+                "get": {
+                    "summary": "Is the server up and the database reachable?",
+                    "operationId": "health",
+                    "security": [],
+                    "responses": {
+                        "200": _json(_ref("Health"), "Up, database reachable."),
+                        "503": _json(_ref("Health"), "Up, database unreachable."),
+                    },
+                },
+            },
+            "/metrics": {
+                "get": _operation("Prometheus metrics", {
+                    "200": {"description": "Text exposition format 0.0.4.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                }, auth=auth, operationId="metrics"),
+            },
+            "/openapi.json": {
+                "get": _operation("This document", {
+                    "200": _json({"type": "object"}, "The OpenAPI document."),
+                }, auth=auth, operationId="openapi"),
+            },
+        },
+        "components": {
+            "schemas": {
+                "NewTask": {
+                    "type": "object",
+                    "required": ["type", "time"],
+                    "properties": {"type": _TYPE, "time": _TIME},
+                },
+                "Task": {
+                    "type": "object",
+                    "required": ["id", "type", "typ", "status", "time"],
+                    "properties": {
+                        "id": {"type": "integer", "minimum": 1, "maximum": MAX_TASK_ID},
+                        "type": _TYPE,
+                        "typ": {**_TYPE, "description": "The original server's name for type."},
+                        "status": {"type": "string",
+                                   "enum": ["Waiting", "Claimed", "Complete"]},
+                        "time": {"type": "string", "format": "date-time"},
+                        "created_at": _NULLABLE_TIME,
+                        "claimed_at": _NULLABLE_TIME,
+                        "completed_at": _NULLABLE_TIME,
+                        "worker": {"type": "string", "nullable": True},
+                        "attempts": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "database"],
+                    "properties": {"status": {"type": "string"},
+                                   "database": {"type": "string"}},
+                },
+            },
+        },
+    }
+    if auth:
+        document["components"]["securitySchemes"] = {
+            "bearerAuth": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearerAuth": []}]
+    return document
