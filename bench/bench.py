@@ -2,9 +2,10 @@
 
 Starts its own PostgreSQL through fizz's embedded code (a temporary folder, default
 settings: fsync on), runs every scenario with real `fizz` processes, repeats each run
-(--repeat, default 3) and reports medians as a table and as JSON.
+(--repeat, default 5, after one warm-up run that is not counted) and reports medians as a
+table and as JSON.
 
-    python bench/bench.py                      # everything, 3 runs each
+    python bench/bench.py                      # everything, 5 runs each
     python bench/bench.py lateness drain -r 5  # some scenarios
     python bench/bench.py --json out.json      # also write the results to a file
 
@@ -306,7 +307,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                         help=f"any of {', '.join(SCENARIOS)} (default: all)")
-    parser.add_argument("-r", "--repeat", type=int, default=3)
+    parser.add_argument("-r", "--repeat", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     args = parser.parse_args()
     chosen = args.scenarios or SCENARIOS
@@ -337,13 +338,17 @@ def run_all(bench: Bench, chosen: list[str], repeat: int) -> dict[str, object]:
     def repeated(name: str, run: Callable[[str], dict[str, float]],
                  prepare: Callable[[str], None] | None = None) -> None:
         runs = []
-        for i in range(repeat):
+        for i in range(repeat + 1):
             with bench.database() as url:
                 if prepare:
                     prepare(url)
                 checkpoint(bench.admin_url)  # no run competes with the set-up's disk writes
-                runs.append(run(url))
-            print(f"  {name} run {i + 1}: {short(runs[-1])}", file=sys.stderr)
+                result = run(url)
+            if i == 0:
+                print(f"  {name} warm-up (not counted): {short(result)}", file=sys.stderr)
+                continue
+            runs.append(result)
+            print(f"  {name} run {i}: {short(result)}", file=sys.stderr)
         results[name] = {"median": median(runs), "runs": runs}
 
     if "lateness" in chosen:

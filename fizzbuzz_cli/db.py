@@ -30,7 +30,8 @@ from fizzbuzz_cli.tasks import Status, Task, TaskType
 SCHEMA_SQL = resources.files("fizzbuzz_cli").joinpath("schema.sql").read_text()
 SCHEMA_VERSION = int(re.search(r"fizz schema version: (\d+)", SCHEMA_SQL).group(1))  # type: ignore[union-attr]
 CONNECT_TIMEOUT = 5  # seconds, unless the URL sets connect_timeout itself
-NOTIFY_CHANNEL = "fizz_tasks"  # payload: epoch seconds of the earliest new waiting task
+NOTIFY_CHANNEL = "fizz_tasks"  # payload: "<epoch of the earliest new waiting task> <xid>"
+NEXT_CHANNEL = "fizz_next"  # payload: "<epoch of the next waiting task, or -> <snapshot>"
 CANCEL_CHANNEL = "fizz_cancel"  # payload: comma-separated ids of deleted claimed tasks, or *
 _SCHEMA_LOCK = 0x66697A7A  # advisory lock key ("fizz") that serialises concurrent init-db
 
@@ -57,9 +58,11 @@ DELETE_TASK = f"DELETE FROM tasks WHERE id = %s RETURNING {_TASK_COLUMNS}"
 
 NEXT_WAITING = "SELECT id, time FROM tasks WHERE status = 'Waiting' ORDER BY time, id LIMIT 1"
 
-NEXT_WAITING_EPOCH = """
-    SELECT extract(epoch FROM time)::float8 FROM tasks
-    WHERE status = 'Waiting' ORDER BY time, id LIMIT 1"""
+# The next due time together with the snapshot it was read in (one statement, one snapshot).
+NEXT_DUE = """
+    SELECT (SELECT extract(epoch FROM time)::float8 FROM tasks
+            WHERE status = 'Waiting' ORDER BY time, id LIMIT 1),
+           pg_current_snapshot()::text"""
 
 # Claims the earliest waiting tasks due within `ahead` seconds; rows another worker is
 # claiming at this instant are skipped, never waited for, and never claimed twice.
@@ -125,7 +128,9 @@ REAP_EXPIRED = """
     )
     SELECT id, worker, extract(epoch FROM time)::float8 FROM reaped ORDER BY id"""
 
-NOTIFY_WAITING = "SELECT pg_notify('fizz_tasks', %s::text)"
+NOTIFY_WAITING = "SELECT pg_notify('fizz_tasks', %s::text || ' ' || pg_current_xact_id())"
+
+NOTIFY_NEXT = "SELECT pg_notify('fizz_next', %s)"
 
 COUNT_TASKS = "SELECT tasktype, status, count(*) FROM tasks GROUP BY tasktype, status"
 
@@ -363,9 +368,17 @@ def claim_due(
     return [Claim(r[0], _TYPES[r[1]], r[2], r[3]) for r in rows]
 
 
-def next_due_epoch(conn: psycopg.Connection) -> float | None:
-    row = conn.execute(NEXT_WAITING_EPOCH).fetchone()
-    return row[0] if row else None
+def next_due(conn: psycopg.Connection) -> tuple[float | None, str]:
+    """(epoch of the earliest waiting task or None, the snapshot that saw it)."""
+    row = conn.execute(NEXT_DUE).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def announce_next(conn: psycopg.Connection, due: float | None, snapshot: str) -> None:
+    """Tell every worker the next due time as of `snapshot`, after a claim: the others then
+    need not query to learn that the tasks they were about to claim are taken."""
+    conn.execute(NOTIFY_NEXT, [f"{'-' if due is None else repr(due)} {snapshot}"])
 
 
 def claim_task(conn: psycopg.Connection, task_id: int, worker: str, lease: float) -> Task:

@@ -48,7 +48,9 @@ CREATE INDEX IF NOT EXISTS tasks_claimed_worker_idx ON tasks (worker) WHERE stat
 CREATE INDEX IF NOT EXISTS tasks_claimed_lease_idx ON tasks (lease_until) WHERE status = 'Claimed';
 
 -- New waiting tasks wake the workers: one notification per statement (a bulk COPY of a
--- million rows sends one), carrying the earliest new time as epoch seconds.
+-- million rows sends one), carrying the earliest new time as epoch seconds and the id of
+-- the inserting transaction (workers use it to tell whether another worker's view of the
+-- queue already included these tasks).
 CREATE OR REPLACE FUNCTION fizz_notify_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -56,7 +58,8 @@ DECLARE
 BEGIN
     SELECT min(time) INTO earliest FROM fizz_inserted WHERE status = 'Waiting';
     IF earliest IS NOT NULL THEN
-        PERFORM pg_notify('fizz_tasks', extract(epoch FROM earliest)::text);
+        PERFORM pg_notify('fizz_tasks',
+                          extract(epoch FROM earliest)::text || ' ' || pg_current_xact_id());
     END IF;
     RETURN NULL;
 END

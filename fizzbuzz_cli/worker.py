@@ -98,6 +98,7 @@ class Worker:
         self._next_due: float | None = None  # database epoch of the earliest waiting task
         self._retry_at = 0.0  # database epoch before which not to claim again
         self._recheck_at = 0.0  # monotonic time at which to re-read the next due time
+        self._announced: list[tuple[float, float, int | None]] = []  # (when, due, xid)
         self._signals: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -173,9 +174,10 @@ class Worker:
         conn = db.connect(self.url)
         try:
             conn.add_notify_handler(self._on_notify)
-            db.listen(conn, db.NOTIFY_CHANNEL, db.CANCEL_CHANNEL)  # before reading next due
+            # LISTEN before reading the next due time, so that nothing falls in between.
+            db.listen(conn, db.NOTIFY_CHANNEL, db.NEXT_CHANNEL, db.CANCEL_CHANNEL)
             self._measure_clock(conn)
-            self._next_due = db.next_due_epoch(conn)
+            self._next_due = db.next_due(conn)[0]
             self._recheck_at = time.monotonic() + SAFETY_RECHECK
         except BaseException:
             conn.close()
@@ -222,7 +224,7 @@ class Worker:
         s = self.settings
         assert self._conn is not None
         if time.monotonic() >= self._recheck_at:  # a safety net for missed announcements
-            self._next_due = db.next_due_epoch(self._conn)
+            self._next_due = db.next_due(self._conn)[0]
             self._recheck_at = time.monotonic() + SAFETY_RECHECK
         while not self.stopping:
             room = s.concurrency - self._inflight
@@ -233,12 +235,14 @@ class Worker:
                 sent = time.monotonic()
                 claims = db.claim_due(self._conn, self.id, ahead=s.ahead, limit=limit,
                                       lease=s.lease)
+                log.debug("claim query: %s tasks", len(claims))
                 if claims:
                     self._count(len(claims))
                     self.runner.add(claims, sent)
                 if len(claims) == limit:
                     continue  # there may be more
-                self._next_due = db.next_due_epoch(self._conn)
+                self._next_due, snapshot = db.next_due(self._conn)
+                db.announce_next(self._conn, self._next_due, snapshot)
                 now = time.time() + self.offset
                 if self._next_due is not None and self._next_due - s.ahead <= now:
                     # Due, yet not claimable: another worker holds the row locked right now.
@@ -248,8 +252,9 @@ class Worker:
                 return None
             if room <= 0 or self._next_due is None:
                 return SAFETY_RECHECK if room > 0 else 1.0
-            # Sleep until it is time to claim; idle workers wake at slightly different
-            # moments so that they do not all query at once.
+            # Sleep until it is time to claim. Idle workers wake at slightly different
+            # moments: the first one claims and announces the next due time, and the others
+            # learn from that announcement instead of querying.
             claim_at = max(self._next_due - s.ahead, self._retry_at)
             spread = s.ahead / 2 if claim_at > now else 0.002
             return min(max(claim_at - now, 0.0) + random.uniform(0, spread), SAFETY_RECHECK)
@@ -284,18 +289,36 @@ class Worker:
 
     def _on_notify(self, note: psycopg.Notify) -> None:
         if note.channel == db.NOTIFY_CHANNEL:
-            try:
-                earliest = float(note.payload)
-            except ValueError:
-                earliest = time.time() + self.offset
+            earliest, xid = _parse_announcement(note.payload)
+            self._announced.append((time.monotonic(), earliest, xid))
             if self._next_due is None or earliest < self._next_due:
                 self._next_due = earliest
+        elif note.channel == db.NEXT_CHANNEL:
+            self._on_next(note.payload)
         elif note.channel == db.CANCEL_CHANNEL:
             if note.payload == "*":
                 self.keeper.renew_soon()
             else:
                 self.runner.cancel({int(i) for i in note.payload.split(",") if i.isdigit()},
                                    "it was deleted")
+
+    def _on_next(self, payload: str) -> None:
+        """A worker claimed, then read the next due time in `snapshot`: take its word, but
+        keep every new task announced by a transaction that snapshot could not see (it may
+        have committed just after, and been announced to us first)."""
+        due_text, _, snapshot = payload.partition(" ")
+        try:
+            due = None if due_text == "-" else float(due_text)
+            xmin, xmax, running = _parse_snapshot(snapshot)
+        except ValueError:
+            return  # not ours to understand: keep what we know
+        horizon = time.monotonic() - 60.0
+        self._announced = [a for a in self._announced if a[0] > horizon]
+        for _, earliest, xid in self._announced:
+            seen = xid is not None and (xid < xmin or (xid < xmax and xid not in running))
+            if not seen and (due is None or earliest < due):
+                due = earliest
+        self._next_due = due
 
     # ------------------------------------------------------------------ stopping
 
@@ -549,6 +572,23 @@ class LeaseKeeper(threading.Thread):
                 pause = backoff.next()
             self._event.wait(pause)
             self._event.clear()
+
+
+def _parse_announcement(payload: str) -> tuple[float, int | None]:
+    """'<epoch> <xid>' from the insert trigger (an xid may be missing: then never 'seen')."""
+    parts = payload.split()
+    try:
+        earliest = float(parts[0])
+    except (ValueError, IndexError):
+        return time.time(), None  # unreadable: act as if something is due now
+    xid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    return earliest, xid
+
+
+def _parse_snapshot(text: str) -> tuple[int, int, set[int]]:
+    """PostgreSQL's pg_snapshot text, 'xmin:xmax:xip,xip,...'."""
+    xmin, xmax, running = text.split(":")
+    return int(xmin), int(xmax), {int(x) for x in running.split(",") if x}
 
 
 def _brief(exc: BaseException) -> str:

@@ -165,14 +165,15 @@ def run_fizz(*args: str, env: dict[str, str] | None = None,
 class WorkerProc:
     """A real `fizz work` process whose stdout lines are collected with arrival times."""
 
-    def __init__(self, url: str, *args: str) -> None:
+    def __init__(self, url: str, *args: str, options: tuple[str, ...] = ()) -> None:
         import threading
 
         self.lines: list[tuple[float, str]] = []
         self.stderr: list[str] = []
         self.ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fizzbuzz_cli", "work", "--database-url", url, *args],
+            [sys.executable, "-m", "fizzbuzz_cli", *options, "work", "--database-url", url,
+             *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
         )
         self._threads = [threading.Thread(target=self._read_out, daemon=True),
@@ -226,8 +227,9 @@ def workers(database: str) -> Iterator[Callable[..., WorkerProc]]:
     """Start real workers on this test's database; any still running are stopped at the end."""
     started: list[WorkerProc] = []
 
-    def start(*args: str, url: str | None = None, ready: bool = True) -> WorkerProc:
-        proc = WorkerProc(url or database, *args)
+    def start(*args: str, url: str | None = None, ready: bool = True,
+              options: tuple[str, ...] = ()) -> WorkerProc:
+        proc = WorkerProc(url or database, *args, options=options)
         started.append(proc)
         return proc.wait_ready() if ready else proc
 

@@ -196,6 +196,18 @@ def test_drain_exits_when_nothing_is_due(database: str, workers: Start) -> None:
     assert statuses(database) == {"Waiting": 1}
 
 
+def test_idle_workers_do_not_stampede(database: str, workers: Start) -> None:
+    """One worker claims each wave and announces the next due time; the others listen."""
+    crew = [workers(options=("-v",)) for _ in range(6)]
+    add(database, "FizzBuzz", 1.0, n=20, spread=20 * 0.15)
+    wait_for(lambda: all_complete(database), 20)
+    for worker in crew:
+        assert worker.stop() == 0
+    assert sum(len(worker.lines) for worker in crew) == 20
+    queries = sum(worker.log().count("claim query:") for worker in crew)
+    assert queries < 40, queries  # 6 workers querying every wave would make 120
+
+
 def test_bad_options_and_unreachable_database() -> None:
     from conftest import Fizz
 

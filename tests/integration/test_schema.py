@@ -100,5 +100,6 @@ def test_insert_notifies_once_per_statement_with_the_earliest_time(database: str
         writer.execute("INSERT INTO tasks (tasktype, status, time) SELECT 'Fizz', 'Waiting', "
                        "'2030-01-01T00:00:00Z'::timestamptz + n * interval '1 second' "
                        "FROM generate_series(0, 999) AS n")
+        xid = writer.execute("SELECT pg_current_xact_id()::text::bigint - 1").fetchone()[0]
         notes = list(listener.notifies(timeout=1.0))
-    assert [(n.channel, n.payload) for n in notes] == [("fizz_tasks", "1893456000.000000")]
+    assert [(n.channel, n.payload) for n in notes] == [("fizz_tasks", f"1893456000.000000 {xid}")]
