@@ -433,7 +433,9 @@ def work(
                               drain=drain)
     url = config.prepared_database_url(database_url)
     with db.translate_errors():
-        Worker(url, settings).run()
+        worker = Worker(url, settings)
+        if worker.run() != 0:
+            raise FizzError(worker.failure or "the worker failed")
 
 
 @app.command(epilog=_examples(

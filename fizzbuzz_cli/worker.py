@@ -83,6 +83,7 @@ class Worker:
         self.stopping = False  # first signal: take no new task
         self.immediate = False  # second signal: hand back everything now
         self.ran = self.handed_back = 0
+        self.failure: str | None = None  # set when the worker must stop with an error
         self._inflight = 0  # claimed and not yet completed or handed back
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -104,7 +105,8 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> int:
-        """Work until stopped (or, with drain, until idle); returns the exit status."""
+        """Work until stopped (or, with drain, until idle); returns the exit status: 0, or 1
+        after a failure (see `failure`)."""
         self._connect()  # fails fast, with a clear error, if the database is unreachable
         self._install_signal_handlers()
         previous_interval = sys.getswitchinterval()
@@ -121,7 +123,18 @@ class Worker:
             sys.setswitchinterval(previous_interval)
         log.info("worker %s stopped: ran %s tasks, handed back %s", self.id, self.ran,
                  self.handed_back)
-        return 0
+        return 1 if self.failure else 0
+
+    def fail(self, message: str) -> None:
+        """Stop at once (handing everything back) and exit 1 with this message."""
+        if self.failure is None:
+            self.failure = message
+            log.error("%s: stopping", message)
+            with contextlib.suppress(OSError, ValueError):  # later writes go nowhere
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+        self.stopping = self.immediate = True
+        self.wake()
 
     def request_stop(self) -> None:
         """First call: stop taking tasks and finish gracefully. Second: hand back now."""
@@ -451,16 +464,22 @@ class Runner(threading.Thread):
     def _fire(self, job: Job) -> None:
         worker = self.worker
         with self.cond:
-            if job.cancelled:
-                return
+            if job.cancelled or worker.failure:
+                return  # (after a failure, every unprinted job is handed back)
             if not worker.lease_holds(job):
                 self.unconfirmed.append(job)
                 worker.keeper.renew_soon()
                 return
             del self.jobs[job.claim.id]
         line = job.claim.type.output(job.claim.id, worker.now())
-        worker.out.write(line + "\n")
-        worker.out.flush()
+        try:
+            worker.out.write(line + "\n")
+            worker.out.flush()
+        except (OSError, ValueError) as exc:  # stdout is gone (e.g. piped into `head`)
+            with self.cond:
+                self.jobs[job.claim.id] = job  # not run: handed back with the rest
+            worker.fail(f"cannot write to stdout ({exc})")
+            return
         worker.completer.put(job.claim)
 
 

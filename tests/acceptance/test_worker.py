@@ -208,6 +208,24 @@ def test_idle_workers_do_not_stampede(database: str, workers: Start) -> None:
     assert queries < 40, queries  # 6 workers querying every wave would make 120
 
 
+def test_a_closed_stdout_stops_the_worker_and_hands_tasks_back(database: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "fizzbuzz_cli", "work", "--database-url",
+                             database], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    add(database, "FizzBuzz", 0)
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"FizzBuzz ")
+    proc.stdout.close()  # like `fizz work | head -1`
+    add(database, "FizzBuzz", 0.3, n=3)
+    assert proc.wait(timeout=20) == 1
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert "cannot write to stdout" in err and err.rstrip().endswith(
+        "Error: cannot write to stdout ([Errno 32] Broken pipe)")
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert statuses(database) == {"Complete": 1, "Waiting": 3}
+
+
 def test_bad_options_and_unreachable_database() -> None:
     from conftest import Fizz
 
