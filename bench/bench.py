@@ -426,7 +426,7 @@ def report(results: dict[str, object]) -> None:
         r = m("bulk")
         table.add_row("bulk add", f"{r['tasks_per_s']:,.0f} tasks/s ({r['seconds']:.2f} s)",
                       ">= 100,000 tasks/s")
-    Console(stderr=True).print(table)
+    Console(stderr=True, width=120).print(table)
     print(json.dumps(results))
 
 

@@ -187,7 +187,7 @@ def report(results: dict) -> None:  # type: ignore[type-arg]
         table.add_row(label, f"{h['rps']:,.0f}", f"{h['p50_ms']:.2f} / {h['p99_ms']:.2f} ms",
                       f"{d['rps']:,.0f}", f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} ms",
                       f"{h['rps'] / d['rps']:.0%}")
-    Console(stderr=True).print(table)
+    Console(stderr=True, width=120).print(table)
     print(json.dumps(results))
 
 

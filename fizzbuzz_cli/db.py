@@ -88,11 +88,17 @@ CLAIM_ONE = f"""
     RETURNING {_TASK_COLUMNS}"""
 
 # Completion is fenced: only the worker holding the claim, only for the attempt it ran.
+# The fence is written with IS NOT DISTINCT FROM (the same here: neither side is NULL) so
+# that the planner cannot start the join from a partial index on claimed rows: right after
+# a burst of claims its statistics can say "1 row" where there are thousands, and a nested
+# loop over the batch for each of them took a second per batch. The join is driven by the
+# batch's ids through the primary key, whatever the statistics say.
 COMPLETE_CLAIMS = """
     UPDATE tasks SET status = 'Complete', completed_at = now(), lease_until = NULL
     FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS done(id, attempt)
     WHERE tasks.id = done.id AND tasks.attempts = done.attempt
-      AND tasks.worker = %(worker)s AND tasks.status = 'Claimed'
+      AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+      AND tasks.status IS NOT DISTINCT FROM 'Claimed'
     RETURNING tasks.id"""
 
 COMPLETE_ONE = f"""

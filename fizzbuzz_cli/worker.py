@@ -524,7 +524,10 @@ class Completer(threading.Thread):
                 try:
                     if self.conn is None:
                         self.conn = db.connect(self.worker.url)
+                    started = time.perf_counter()
                     held = db.complete_claims(self.conn, self.worker.id, batch)
+                    log.debug("completed %s tasks in %.1f ms", len(batch),
+                              (time.perf_counter() - started) * 1000)
                     backoff.reset()
                     break
                 except _CONNECTION_ERRORS as exc:

@@ -165,3 +165,22 @@ def test_http_style_claim_and_complete_by_id(conn: psycopg.Connection) -> None:
 def test_database_clock_offset_is_small_on_one_machine(conn: psycopg.Connection) -> None:
     offset, uncertainty = db.database_clock(conn)
     assert abs(offset) < 0.05 and uncertainty < 0.05
+
+
+def test_completion_plan_is_driven_by_the_batch_ids_whatever_the_statistics(
+    conn: psycopg.Connection,
+) -> None:
+    """Right after a burst of claims, statistics say there are no claimed rows. The generic
+    plan of the (prepared) completion must still look each id up by primary key rather than
+    loop over the batch for every claimed row (which took a second per batch)."""
+    conn.execute("INSERT INTO tasks (tasktype, status, time, worker, attempts, lease_until) "
+                 "SELECT 'FizzBuzz', 'Claimed', now(), 'w1', 1, now() + interval '1 minute' "
+                 "FROM generate_series(1, 5000)")
+    query_text = (db.COMPLETE_CLAIMS.replace("%(ids)s", "$1").replace("%(attempts)s", "$2")
+                  .replace("%(worker)s", "$3"))
+    conn.execute(f"PREPARE complete_claims (int[], int[], text) AS {query_text}")
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    plan = "\n".join(row[0] for row in conn.execute(
+        "EXPLAIN EXECUTE complete_claims('{1,2,3}', '{1,1,1}', 'w1')"))
+    assert "Index Scan using tasks_pkey on tasks" in plan, plan
+    assert "tasks_claimed" not in plan and "Join Filter" not in plan, plan
