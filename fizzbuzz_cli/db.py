@@ -11,6 +11,7 @@ parameter, so PostgreSQL can always use the partial indexes of ``schema.sql``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from fizzbuzz_cli.tasks import Status, Task, TaskType
 
 SCHEMA_SQL = resources.files("fizzbuzz_cli").joinpath("schema.sql").read_text()
 SCHEMA_VERSION = int(re.search(r"fizz schema version: (\d+)", SCHEMA_SQL).group(1))  # type: ignore[union-attr]
+SCHEMA_DIGEST = hashlib.sha256(SCHEMA_SQL.encode()).hexdigest()[:16]
 CONNECT_TIMEOUT = 5  # seconds, unless the URL sets connect_timeout itself
 NOTIFY_CHANNEL = "fizz_tasks"  # payload: "<epoch of the earliest new waiting task> <xid>"
 NEXT_CHANNEL = "fizz_next"  # payload: "<epoch of the next waiting task, or -> <snapshot>"
@@ -230,6 +232,8 @@ def migrate(conn: psycopg.Connection) -> Migration:
                 f"understands ({SCHEMA_VERSION}): upgrade fizz"
             )
         conn.execute(SCHEMA_SQL)
+        conn.execute("INSERT INTO fizz_meta (key, value) VALUES ('schema_digest', %s) "
+                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", [SCHEMA_DIGEST])
         rows = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]  # type: ignore[index]
     return Migration(previous, SCHEMA_VERSION, had_table, rows)
 
@@ -260,8 +264,13 @@ def require_schema(conn: psycopg.Connection) -> None:
 
 
 def ensure_schema(conn: psycopg.Connection) -> None:
-    """Migrate when the schema is missing or older (used for the embedded database)."""
-    if schema_version(conn)[1] != SCHEMA_VERSION:
+    """Migrate unless the database runs exactly this schema.sql (for the embedded database,
+    fizz's own: a fizz upgrade upgrades it, even between schema versions)."""
+    try:
+        row = conn.execute("SELECT value FROM fizz_meta WHERE key = 'schema_digest'").fetchone()
+    except psycopg.errors.UndefinedTable:
+        row = None
+    if row is None or row[0] != SCHEMA_DIGEST:
         migrate(conn)
 
 

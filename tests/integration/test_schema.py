@@ -103,3 +103,18 @@ def test_insert_notifies_once_per_statement_with_the_earliest_time(database: str
         xid = writer.execute("SELECT pg_current_xact_id()::text::bigint - 1").fetchone()[0]
         notes = list(listener.notifies(timeout=1.0))
     assert [(n.channel, n.payload) for n in notes] == [("fizz_tasks", f"1893456000.000000 {xid}")]
+
+
+def test_ensure_schema_reapplies_a_changed_schema_file(database: str) -> None:
+    """The embedded database follows schema.sql itself, not only its version number."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER fizz_tasks_inserted ON tasks")
+        db.ensure_schema(conn)  # same digest: nothing to do
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = "
+                            "'fizz_tasks_inserted'").fetchone() == (0,)
+        conn.execute("UPDATE fizz_meta SET value = 'older' WHERE key = 'schema_digest'")
+        db.ensure_schema(conn)
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = "
+                            "'fizz_tasks_inserted'").fetchone() == (1,)
+        assert conn.execute("SELECT value FROM fizz_meta WHERE key = 'schema_digest'"
+                            ).fetchone() == (db.SCHEMA_DIGEST,)
