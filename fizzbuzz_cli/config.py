@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
@@ -13,7 +14,17 @@ from fizzbuzz_cli import db
 
 DATABASE_URL_ENV = "FIZZ_DATABASE_URL"
 API_TOKEN_ENV = "FIZZ_API_TOKEN"
-HOME_ENV = "FIZZ_HOME"  # the embedded server's folder (default: see embedded.default_home)
+HOME_ENV = "FIZZ_HOME"  # the embedded server's folder (default: see default_home)
+
+
+def default_home() -> Path:
+    """Where the embedded server keeps its data (see fizzbuzz_cli.embedded)."""
+    if env := os.environ.get(HOME_ENV):
+        return Path(env).expanduser().absolute()
+    if os.geteuid() == 0:
+        return Path("/var/lib/fizz")
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "fizz"
 
 
 @dataclass(frozen=True)

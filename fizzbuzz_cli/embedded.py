@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from fizzbuzz_cli.config import default_home
 from fizzbuzz_cli.errors import EmbeddedServerError
 
 log = logging.getLogger("fizz.embedded")
@@ -43,16 +44,6 @@ DATABASE = "fizz"
 SUPERUSER = "postgres"
 _SOCKET_PATH_MAX = 100  # the kernel allows 107 bytes; leave room for ".s.PGSQL.65535.lock"
 _REQUIRED = ("initdb", "pg_ctl", "postgres")
-
-
-def default_home() -> Path:
-    """Where the embedded server keeps its data (see the module docstring)."""
-    if env := os.environ.get("FIZZ_HOME"):
-        return Path(env).expanduser().absolute()
-    if os.geteuid() == 0:
-        return Path("/var/lib/fizz")
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "fizz"
 
 
 @dataclass(frozen=True, slots=True)

@@ -394,14 +394,21 @@ class Runner(threading.Thread):
     def add(self, claims: list[db.Claim], claimed: float) -> None:
         now = time.time()
         offset = self.worker.offset
+        superseded = 0
         with self.cond:
             for claim in claims:
                 # Never early: 1 us of margin against float rounding of the due time.
                 start = max(claim.due - offset + 1e-6, now)
                 job = Job(claim, start, start + claim.type.duration, claimed)
+                old = self.jobs.get(claim.id)
+                if old is not None:  # our lease on it ran out and we claimed it again
+                    old.cancelled = True
+                    superseded += 1
                 self.jobs[claim.id] = job
                 heapq.heappush(self.heap, (job.fire, next(self.seq), job))
             self.cond.notify()
+        if superseded:
+            self.worker._count(-superseded)
 
     def pending(self) -> int:
         with self.cond:
@@ -470,7 +477,7 @@ class Runner(threading.Thread):
                 self.unconfirmed.append(job)
                 worker.keeper.renew_soon()
                 return
-            del self.jobs[job.claim.id]
+            del self.jobs[job.claim.id]  # from here on it cannot be cancelled
         line = job.claim.type.output(job.claim.id, worker.now())
         try:
             worker.out.write(line + "\n")
