@@ -209,7 +209,7 @@ class Worker:
 
     def _measure_clock(self, conn: psycopg.Connection) -> None:
         offset, uncertainty = db.database_clock(conn)
-        self.offset = offset if abs(offset) > max(uncertainty, 0.001) else 0.0
+        self.offset = clock_correction(offset, uncertainty)
         if abs(offset) > 0.5:
             log.warning("this machine's clock is %.3f s %s the database's; tasks run on the "
                         "database's clock", abs(offset), "behind" if offset > 0 else "ahead of")
@@ -601,6 +601,12 @@ class LeaseKeeper(threading.Thread):
                 pause = backoff.next()
             self._event.wait(pause)
             self._event.clear()
+
+
+def clock_correction(offset: float, uncertainty: float) -> float:
+    """The offset to run on: none when the difference is within the measurement's noise (one
+    machine, or clocks in sync to the millisecond), else the measured one."""
+    return offset if abs(offset) > max(uncertainty, 0.001) else 0.0
 
 
 def _parse_announcement(payload: str) -> tuple[float, int | None]:
