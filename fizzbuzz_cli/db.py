@@ -26,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import RowFactory
 
 from fizzbuzz_cli.errors import BadInput, DatabaseUnavailable, SchemaMissing, TaskNotFound
-from fizzbuzz_cli.tasks import Status, Task, TaskType
+from fizzbuzz_cli.tasks import TYPES_BY_NAME, Status, Task, TaskType
 
 SCHEMA_SQL = resources.files("fizzbuzz_cli").joinpath("schema.sql").read_text()
 SCHEMA_VERSION = int(re.search(r"fizz schema version: (\d+)", SCHEMA_SQL).group(1))  # type: ignore[union-attr]
@@ -371,16 +371,13 @@ class Claim:
     attempt: int
 
 
-_TYPES = {t.value: t for t in TaskType}
-
-
 def claim_due(
     conn: psycopg.Connection, worker: str, *, ahead: float, limit: int, lease: float
 ) -> list[Claim]:
     rows = conn.execute(
         CLAIM_DUE, {"worker": worker, "ahead": ahead, "limit": limit, "lease": lease}
     ).fetchall()
-    return [Claim(r[0], _TYPES[r[1]], r[2], r[3]) for r in rows]
+    return [Claim(r[0], TYPES_BY_NAME[r[1]], r[2], r[3]) for r in rows]
 
 
 def next_due(conn: psycopg.Connection) -> tuple[float | None, str]:

@@ -32,7 +32,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from fizzbuzz_cli import __version__, db
 from fizzbuzz_cli.config import ServerSettings
 from fizzbuzz_cli.errors import BadInput, TaskNotFound
-from fizzbuzz_cli.tasks import MAX_TASK_ID, Status, TaskType, format_time, parse_absolute
+from fizzbuzz_cli.tasks import (
+    MAX_TASK_ID,
+    TYPES_BY_NAME,
+    Status,
+    TaskType,
+    format_time,
+    parse_absolute,
+)
 
 log = logging.getLogger("fizz.server")
 
@@ -154,7 +161,7 @@ class Api:
         kind = payload.get("type", payload.get("typ"))
         if kind is None:
             raise ApiError(400, 'missing "type": one of Fizz, Buzz, FizzBuzz')
-        if not isinstance(kind, str) or kind not in _TYPES:
+        if not isinstance(kind, str) or kind not in TYPES_BY_NAME:
             raise ApiError(400, f'invalid "type" {kind!r}: use Fizz, Buzz or FizzBuzz '
                            "(case-sensitive)")
         when = payload.get("time")
@@ -169,7 +176,7 @@ class Api:
             raise ApiError(400, f'invalid "time" {when!r}: use RFC 3339 such as '
                            '"2023-03-28T11:59:59Z"') from None
         with self.pool.connection() as conn:
-            task = db.add_task(conn, _TYPES[kind], moment)
+            task = db.add_task(conn, TYPES_BY_NAME[kind], moment)
         return json_response(201, {"id": task.id}, Location=f"/tasks/{task.id}")
 
     def list_tasks(self, request: Request) -> Response:
@@ -237,9 +244,6 @@ class Api:
 
         return json_response(200, spec(token=bool(self.settings.token),
                                        max_body=self.settings.max_body))
-
-
-_TYPES = {t.value: t for t in TaskType}
 
 
 @dataclass(frozen=True)

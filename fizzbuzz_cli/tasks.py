@@ -44,6 +44,7 @@ class TaskType(str, Enum):
 
 
 _DURATIONS = {TaskType.FIZZ: 3.0, TaskType.BUZZ: 5.0, TaskType.FIZZBUZZ: 0.0}
+TYPES_BY_NAME = {t.value: t for t in TaskType}  # exact names, as stored and as the API takes
 _TYPES_BY_LOWER = {t.value.lower(): t for t in TaskType}
 
 
