@@ -566,9 +566,8 @@ class FizzHTTPServer(ThreadingHTTPServer):
         self._connections: set[Handler] = set()
         self._lock = threading.Lock()
         super().__init__((settings.host, settings.port), Handler)
-        self._watchdog = threading.Thread(target=self._watch, name="fizz-http-watchdog",
-                                          daemon=True)
-        self._watchdog.start()
+        for job, name in ((self._watch, "watchdog"), (self._reap, "reaper")):
+            threading.Thread(target=job, name=f"fizz-http-{name}", daemon=True).start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -605,6 +604,20 @@ class FizzHTTPServer(ThreadingHTTPServer):
                         if h.waiting_since is not None and h.waiting_since < limit]
             for handler in slow:
                 _shutdown_socket(handler.connection)
+
+    def _reap(self) -> None:
+        """Hand back expired claims: those of clients that pulled a task and died (the
+        original worker), and of fizz workers, even when no fizz worker runs."""
+        while not self.closing:
+            time.sleep(self.settings.reap_interval)
+            try:
+                with self.api.pool.connection() as conn:
+                    reaped = db.reap_expired(conn, grace=self.settings.reap_grace)
+            except (PoolTimeout, psycopg.OperationalError):
+                continue  # the database is away; /healthz says so
+            for task in reaped:
+                log.warning("task %s was claimed by %s, whose lease ran out: back to Waiting",
+                            task.id, task.worker or "an unknown client")
 
     def close_gracefully(self, timeout: float) -> None:
         """Stop accepting, let requests in flight finish, then close idle keep-alive ones."""

@@ -587,7 +587,8 @@ class LeaseKeeper(threading.Thread):
                     self.renewed = asked
                     self.worker.runner.reconcile(held, asked)
                 if time.monotonic() >= next_reap and not self.worker.stopping:
-                    for reaped in db.reap_expired(self.conn, grace=lease):
+                    grace = self.worker.settings.reap_grace
+                    for reaped in db.reap_expired(self.conn, grace=grace):
                         log.warning("task %s was claimed by %s, whose lease ran out: back to "
                                     "Waiting", reaped.id, reaped.worker or "an unknown worker")
                     next_reap = time.monotonic() + lease / 2 * random.uniform(0.8, 1.2)

@@ -151,6 +151,17 @@ def test_next_pull_complete(client: Client) -> None:
                                                          "not exist)"})
 
 
+def test_claims_of_clients_that_died_go_back_to_waiting(serve: Callable[..., str]) -> None:
+    client = Client(serve(http_lease=0.5, reap_interval=0.2, reap_grace=0.0))
+    client("POST", "/tasks", {"type": "Buzz", "time": "2023-03-28T11:59:59Z"})
+    assert client("POST", "/tasks/pull/1").json["status"] == "Claimed"
+    deadline = time.monotonic() + 10
+    while client("GET", "/tasks/1").json["status"] != "Waiting":
+        assert time.monotonic() < deadline, "the expired claim was not handed back"
+        time.sleep(0.1)
+    assert client("POST", "/tasks/pull/1").json["attempts"] == 2
+
+
 def test_a_client_driving_the_worker_routes_like_the_original_worker(
     client: Client, database: str
 ) -> None:
