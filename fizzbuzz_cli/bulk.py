@@ -10,7 +10,7 @@ from enum import Enum
 from typing import IO, Any
 
 from fizzbuzz_cli.errors import BadInput
-from fizzbuzz_cli.tasks import UTC, TaskType, parse_time
+from fizzbuzz_cli.tasks import UTC, TaskType, parse_task_record, parse_time
 
 
 class FileFormat(str, Enum):
@@ -78,15 +78,10 @@ class TaskReader:
             yield self._record(record, f"item {index + 1}")
 
     def _record(self, record: Any, where: str) -> tuple[TaskType, datetime]:
-        if not isinstance(record, dict):
-            raise BadInput(f'{where}: expected an object such as {{"type": "Fizz", "time": "now"}}')
-        kind = record.get("type", record.get("typ"))
-        if not isinstance(kind, str):
-            raise BadInput(f"{where}: missing \"type\" (one of Fizz, Buzz, FizzBuzz)")
-        when = record.get("time", "now")
-        if not isinstance(when, str):
-            raise BadInput(f"{where}: \"time\" must be a string such as \"2023-03-28T11:59:59Z\"")
-        return self._pair(kind, when, where)
+        try:
+            return parse_task_record(record, now=self.now)
+        except BadInput as exc:
+            raise BadInput(f"{where}: {exc}") from None
 
     def _csv(self, lines: Iterable[str]) -> Iterator[tuple[TaskType, datetime]]:
         rows = csv.reader(lines)

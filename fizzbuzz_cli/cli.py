@@ -19,12 +19,12 @@ from fizzbuzz_cli.bulk import FileFormat, TaskReader
 from fizzbuzz_cli.config import ServerSettings, WorkerSettings
 from fizzbuzz_cli.errors import BadInput, FizzError
 from fizzbuzz_cli.tasks import (
-    MAX_TASK_ID,
     TIME_HELP,
     Status,
     Task,
     TaskType,
     format_time,
+    parse_task_id,
     parse_time,
 )
 
@@ -100,13 +100,7 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
     return parser
 
 
-def _task_id(text: str) -> int:
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_TASK_ID:
-        raise BadInput(f"{text!r} is not a task id: use a whole number from 1 to {MAX_TASK_ID}")
-    return int(text)
-
-
-TaskId = Annotated[int, typer.Argument(parser=_checked(_task_id), metavar="ID",
+TaskId = Annotated[int, typer.Argument(parser=_checked(parse_task_id), metavar="ID",
                                        show_default=False, help="The task id.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

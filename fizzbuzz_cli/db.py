@@ -25,7 +25,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import RowFactory
 
-from fizzbuzz_cli.errors import BadInput, DatabaseUnavailable, SchemaMissing, TaskNotFound
+from fizzbuzz_cli.errors import (
+    BadInput,
+    DatabaseUnavailable,
+    SchemaMissing,
+    TaskNotFound,
+    WrongState,
+)
 from fizzbuzz_cli.tasks import TYPES_BY_NAME, Status, Task, TaskType
 
 SCHEMA_SQL = resources.files("fizzbuzz_cli").joinpath("schema.sql").read_text()
@@ -394,13 +400,19 @@ def announce_next(conn: psycopg.Connection, due: float | None, snapshot: str) ->
 
 
 def claim_task(conn: psycopg.Connection, task_id: int, worker: str, lease: float) -> Task:
-    """Claim one waiting task by id (the HTTP pull route); TaskNotFound if it is not waiting."""
-    return _one(conn, CLAIM_ONE, {"id": task_id, "worker": worker, "lease": lease}, task_id)
+    """Claim one waiting task by id (the HTTP pull route); WrongState if it is not waiting."""
+    try:
+        return _one(conn, CLAIM_ONE, {"id": task_id, "worker": worker, "lease": lease}, task_id)
+    except TaskNotFound:
+        raise WrongState(task_id, "waiting") from None
 
 
 def complete_task(conn: psycopg.Connection, task_id: int) -> Task:
-    """Mark one claimed task complete (the HTTP route); TaskNotFound if it is not claimed."""
-    return _one(conn, COMPLETE_ONE, [task_id], task_id)
+    """Mark one claimed task complete (the HTTP route); WrongState if it is not claimed."""
+    try:
+        return _one(conn, COMPLETE_ONE, [task_id], task_id)
+    except TaskNotFound:
+        raise WrongState(task_id, "claimed") from None
 
 
 def complete_claims(conn: psycopg.Connection, worker: str, claims: list[Claim]) -> set[int]:

@@ -1,4 +1,5 @@
-"""The few errors fizz reports to people, each with the exit status it maps to."""
+"""The errors fizz reports to people, each with the exit status (CLI) and the HTTP status
+(``fizz serve``) it maps to. Raised anywhere below the faces; rendered only by them."""
 
 from __future__ import annotations
 
@@ -7,18 +8,37 @@ class FizzError(Exception):
     """A failure with a message meant for the user (one line, no traceback)."""
 
     exit_code = 1
+    http_status = 503  # a failure at run time is the service's, not the client's
 
 
 class BadInput(FizzError):
     """The user asked for something invalid; nothing was changed."""
 
     exit_code = 2
+    http_status = 400
 
 
 class TaskNotFound(FizzError):
-    def __init__(self, task_id: int) -> None:
-        super().__init__(f"task {task_id} not found")
+    """No task has this id."""
+
+    http_status = 404
+
+    def __init__(self, task_id: int, message: str | None = None) -> None:
+        super().__init__(message or f"task {task_id} not found")
         self.task_id = task_id
+
+
+class WrongState(FizzError):
+    """The task is not in the state the operation needs (pulling a task that is not Waiting,
+    completing one that is not Claimed), or does not exist: one statement cannot tell the
+    two apart without a race. The original HTTP API answers both with 404."""
+
+    http_status = 404
+
+    def __init__(self, task_id: int, needed: str) -> None:
+        super().__init__(f"task {task_id} is not {needed} (or does not exist)")
+        self.task_id = task_id
+        self.needed = needed
 
 
 class DatabaseUnavailable(FizzError):

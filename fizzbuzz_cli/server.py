@@ -31,14 +31,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fizzbuzz_cli import __version__, db
 from fizzbuzz_cli.config import ServerSettings
-from fizzbuzz_cli.errors import BadInput, TaskNotFound
+from fizzbuzz_cli.errors import BadInput, TaskNotFound, WrongState
 from fizzbuzz_cli.tasks import (
     MAX_TASK_ID,
-    TYPES_BY_NAME,
     Status,
     TaskType,
     format_time,
-    parse_absolute,
+    parse_task_id,
+    parse_task_record,
 )
 
 log = logging.getLogger("fizz.server")
@@ -118,10 +118,8 @@ class Api:
             return template, route.handler(request)
         except ApiError as exc:
             return template, exc.response()
-        except TaskNotFound as exc:
-            return template, ApiError(404, str(exc)).response()
-        except BadInput as exc:
-            return template, ApiError(400, str(exc)).response()
+        except (BadInput, TaskNotFound, WrongState) as exc:
+            return template, ApiError(exc.http_status, str(exc)).response()
         except (PoolTimeout, psycopg.OperationalError) as exc:
             log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
             return template, ApiError(503, "database unavailable, try again shortly",
@@ -157,26 +155,10 @@ class Api:
     # -------------------------------------------------------------- routes
 
     def create_task(self, request: Request) -> Response:
-        payload = read_json(request)
-        kind = payload.get("type", payload.get("typ"))
-        if kind is None:
-            raise ApiError(400, 'missing "type": one of Fizz, Buzz, FizzBuzz')
-        if not isinstance(kind, str) or kind not in TYPES_BY_NAME:
-            raise ApiError(400, f'invalid "type" {kind!r}: use Fizz, Buzz or FizzBuzz '
-                           "(case-sensitive)")
-        when = payload.get("time")
-        if when is None:
-            raise ApiError(400, 'missing "time": an RFC 3339 time such as '
-                           '"2023-03-28T11:59:59Z"')
-        if not isinstance(when, str):
-            raise ApiError(400, '"time" must be a string such as "2023-03-28T11:59:59Z"')
-        try:
-            moment = parse_absolute(when)
-        except BadInput:
-            raise ApiError(400, f'invalid "time" {when!r}: use RFC 3339 such as '
-                           '"2023-03-28T11:59:59Z"') from None
+        kind, moment = parse_task_record(read_json(request), exact_type=True,
+                                         time_required=True, relative=False)
         with self.pool.connection() as conn:
-            task = db.add_task(conn, TYPES_BY_NAME[kind], moment)
+            task = db.add_task(conn, kind, moment)
         return json_response(201, {"id": task.id}, Location=f"/tasks/{task.id}")
 
     def list_tasks(self, request: Request) -> Response:
@@ -197,32 +179,26 @@ class Api:
         return json_response(200, {"id": found[0], "time": format_time(found[1])})
 
     def pull_task(self, request: Request) -> Response:
-        task_id = _task_id(request.params["id"])
+        task_id = parse_task_id(request.params["id"])
         with self.pool.connection() as conn:
-            try:
-                task = db.claim_task(conn, task_id, f"http:{request.client}",
-                                     self.settings.http_lease)
-            except TaskNotFound:
-                raise ApiError(404, f"task {task_id} is not waiting (or does not exist)") from None
+            task = db.claim_task(conn, task_id, f"http:{request.client}",
+                                 self.settings.http_lease)
         return json_response(200, task.to_json())
 
     def get_task(self, request: Request) -> Response:
-        task_id = _task_id(request.params["id"])
+        task_id = parse_task_id(request.params["id"])
         with self.pool.connection() as conn:
             return json_response(200, db.get_task(conn, task_id).to_json())
 
     def delete_task(self, request: Request) -> Response:
-        task_id = _task_id(request.params["id"])
+        task_id = parse_task_id(request.params["id"])
         with self.pool.connection() as conn:
             return json_response(200, db.delete_task(conn, task_id).to_json())
 
     def complete_task(self, request: Request) -> Response:
-        task_id = _task_id(request.params["id"])
+        task_id = parse_task_id(request.params["id"])
         with self.pool.connection() as conn:
-            try:
-                task = db.complete_task(conn, task_id)
-            except TaskNotFound:
-                raise ApiError(404, f"task {task_id} is not claimed (or does not exist)") from None
+            task = db.complete_task(conn, task_id)
         return json_response(200, task.to_json())
 
     def health(self, request: Request) -> Response:
@@ -261,13 +237,6 @@ class Route:
     def match(self, path: str) -> dict[str, str] | None:
         found = self.pattern.match(path)
         return found.groupdict() if found else None
-
-
-def _task_id(text: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,10}", text) or not 1 <= int(text) <= MAX_TASK_ID:
-        raise ApiError(400, f"invalid task id {text!r}: use a whole number from 1 to "
-                       f"{MAX_TASK_ID}")
-    return int(text)
 
 
 def _limit(text: str) -> int:

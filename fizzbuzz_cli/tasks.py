@@ -61,6 +61,61 @@ class Status(str, Enum):
         raise BadInput(f"unknown status {text!r}: use one of {choices(cls)}")
 
 
+_ASCII_ID = re.compile(r"[0-9]{1,10}")
+
+
+def parse_task_id(text: str) -> int:
+    """A task id as people and URLs write it: ASCII digits only (no sign, no spaces, no
+    other scripts' digits, which int() would take), from 1 to 2^31 - 1 (tasks.id is int4)."""
+    raw = str(text)
+    if not _ASCII_ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_TASK_ID:
+        raise BadInput(f"invalid task id {raw!r}: use a whole number from 1 to {MAX_TASK_ID}")
+    return int(raw)
+
+
+def parse_task_record(
+    record: Any,
+    *,
+    now: datetime | None = None,
+    exact_type: bool = False,
+    time_required: bool = False,
+    relative: bool = True,
+) -> tuple[TaskType, datetime]:
+    """(type, time) from one task object: {"type": "Fizz", "time": "..."} (the original
+    project's "typ" is taken for "type"). The one reader shared by `fizz add --file` and
+    the HTTP API; the HTTP API asks for the original's rules: an exact type name, a time
+    that is given, and RFC 3339 only."""
+    if not isinstance(record, dict):
+        raise BadInput('expected an object such as {"type": "Fizz", "time": '
+                       '"2023-03-28T11:59:59Z"}')
+    kind = record.get("type", record.get("typ"))
+    if kind is None:
+        raise BadInput('missing "type": one of Fizz, Buzz, FizzBuzz')
+    if exact_type:
+        if not isinstance(kind, str) or kind not in TYPES_BY_NAME:
+            raise BadInput(f'invalid "type" {kind!r}: use Fizz, Buzz or FizzBuzz '
+                           "(case-sensitive)")
+        task_type = TYPES_BY_NAME[kind]
+    elif not isinstance(kind, str):
+        raise BadInput(f'invalid "type" {kind!r}: use one of {choices(TaskType)}')
+    else:
+        task_type = TaskType.parse(kind)
+    when = record.get("time")
+    if when is None:
+        if time_required:
+            raise BadInput('missing "time": an RFC 3339 time such as "2023-03-28T11:59:59Z"')
+        when = "now"
+    if not isinstance(when, str):
+        raise BadInput('"time" must be a string such as "2023-03-28T11:59:59Z"')
+    if not relative:
+        try:
+            return task_type, parse_absolute(when)
+        except BadInput:
+            raise BadInput(f'invalid "time" {when!r}: use RFC 3339 such as '
+                           '"2023-03-28T11:59:59Z"') from None
+    return task_type, parse_time(when, now)
+
+
 def choices(enum: type[Enum]) -> str:
     return ", ".join(member.value.lower() for member in enum)
 

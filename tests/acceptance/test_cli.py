@@ -78,11 +78,11 @@ def test_add_json(fizz: Fizz) -> None:
                                        "'done': use one of waiting, claimed, complete"),
         (["list", "--type", "fizzz"], "use one of fizz, buzz, fizzbuzz"),
         (["list", "--limit", "-1"], "Error: Invalid value for '--limit'"),
-        (["show", "abc"], "Error: Invalid value for 'ID': 'abc' is not a task id: use a whole "
+        (["show", "abc"], "Error: Invalid value for 'ID': invalid task id 'abc': use a whole "
                           "number from 1 to 2147483647"),
-        (["show", "99999999999"], "'99999999999' is not a task id"),
-        (["delete", "0"], "'0' is not a task id"),
-        (["delete", "1.5"], "'1.5' is not a task id"),
+        (["show", "99999999999"], "invalid task id '99999999999'"),
+        (["delete", "0"], "invalid task id '0'"),
+        (["delete", "1.5"], "invalid task id '1.5'"),
         (["bogus"], "Error: No such command 'bogus'"),
     ],
 )
