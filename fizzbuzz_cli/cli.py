@@ -396,6 +396,7 @@ def _stdout_console() -> Console:
     "fizz work",
     "fizz work --concurrency 100 --lease 30",
     "fizz work --drain        # run what is due, then exit",
+    "fizz work --drain --wait # run everything waiting, even later, then exit",
 ))
 def work(
     concurrency: Annotated[int, typer.Option(
@@ -412,6 +413,9 @@ def work(
         "the lease).")] = WorkerSettings.ahead,
     drain: Annotated[bool, typer.Option(
         "--drain", help="Exit 0 once no task is due or in flight.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="With --drain: also wait for tasks due later; exit once none is "
+        "waiting at all.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run due tasks at their time until stopped (Ctrl-C / SIGTERM: finish, hand back, exit 0).
@@ -423,8 +427,10 @@ def work(
         raise BadInput(f"--ahead {ahead:g} is more than half the lease ({lease:g} s)")
     from fizzbuzz_cli.worker import Worker
 
+    if wait and not drain:
+        raise BadInput("--wait goes with --drain (fizz work --drain --wait)")
     settings = WorkerSettings(concurrency=concurrency, lease=lease, grace=grace, ahead=ahead,
-                              drain=drain)
+                              drain=drain, drain_wait=wait)
     url = config.prepared_database_url(database_url)
     with db.translate_errors():
         worker = Worker(url, settings)

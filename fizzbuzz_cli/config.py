@@ -15,7 +15,6 @@ from fizzbuzz_cli import db
 DATABASE_URL_ENV = "FIZZ_DATABASE_URL"
 API_TOKEN_ENV = "FIZZ_API_TOKEN"
 HOME_ENV = "FIZZ_HOME"  # the embedded server's folder (default: see default_home)
-RECONNECT_ALLOWANCE = 5.0  # seconds live workers get to reconnect after PostgreSQL restarts
 
 
 def default_home() -> Path:
@@ -36,12 +35,7 @@ class WorkerSettings:
     batch: int = 1000  # tasks per claim query at most
     grace: float = 6.0  # on stop, how long running tasks may take to finish
     drain: bool = False  # stop once nothing is due or in flight
-
-    @property
-    def reap_grace(self) -> float:
-        """Seconds after a PostgreSQL restart during which no expired lease is reaped: one
-        lease plus time for live workers to reconnect (their backoff stops at 2 s)."""
-        return self.lease + RECONNECT_ALLOWANCE
+    drain_wait: bool = False  # with drain: also wait for tasks due later
 
     def __post_init__(self) -> None:
         if not 0 <= self.ahead <= self.lease / 2:
@@ -61,8 +55,7 @@ class ServerSettings:
     request_timeout: float = 15.0  # seconds a connection may idle before, or spend sending, a
     #                                request (keep-alive idle time included)
     http_lease: float = 60.0  # seconds a claim made through POST /tasks/pull/<id> lasts
-    reap_interval: float = 5.0  # how often the server hands back expired claims
-    reap_grace: float = WorkerSettings.lease + RECONNECT_ALLOWANCE  # see WorkerSettings
+    reap_interval: float = 0.5  # seconds between the reaper's observations (see reaper.py)
 
 
 def database_url(explicit: str | None) -> tuple[str, bool]:

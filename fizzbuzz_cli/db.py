@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from datetime import datetime
 from importlib import resources
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import RowFactory
 
@@ -32,15 +30,12 @@ from fizzbuzz_cli.errors import (
     TaskNotFound,
     WrongState,
 )
-from fizzbuzz_cli.tasks import TYPES_BY_NAME, Status, Task, TaskType
+from fizzbuzz_cli.tasks import Status, Task, TaskType
 
 SCHEMA_SQL = resources.files("fizzbuzz_cli").joinpath("schema.sql").read_text()
 SCHEMA_VERSION = int(re.search(r"fizz schema version: (\d+)", SCHEMA_SQL).group(1))  # type: ignore[union-attr]
 SCHEMA_DIGEST = hashlib.sha256(SCHEMA_SQL.encode()).hexdigest()[:16]
 CONNECT_TIMEOUT = 5  # seconds, unless the URL sets connect_timeout itself
-NOTIFY_CHANNEL = "fizz_tasks"  # payload: "<epoch of the earliest new waiting task> <xid>"
-NEXT_CHANNEL = "fizz_next"  # payload: "<epoch of the next waiting task, or -> <snapshot>"
-CANCEL_CHANNEL = "fizz_cancel"  # payload: comma-separated ids of deleted claimed tasks, or *
 _SCHEMA_LOCK = 0x66697A7A  # advisory lock key ("fizz") that serialises concurrent init-db
 
 # ------------------------------------------------------------------------------ queries
@@ -66,89 +61,19 @@ DELETE_TASK = f"DELETE FROM tasks WHERE id = %s RETURNING {_TASK_COLUMNS}"
 
 NEXT_WAITING = "SELECT id, time FROM tasks WHERE status = 'Waiting' ORDER BY time, id LIMIT 1"
 
-# The next due time together with the snapshot it was read in (one statement, one snapshot).
-NEXT_DUE = """
-    SELECT (SELECT extract(epoch FROM time)::float8 FROM tasks
-            WHERE status = 'Waiting' ORDER BY time, id LIMIT 1),
-           pg_current_snapshot()::text"""
-
-# Claims the earliest waiting tasks due within `ahead` seconds; rows another worker is
-# claiming at this instant are skipped, never waited for, and never claimed twice.
-CLAIM_DUE = """
-    WITH due AS (
-        SELECT id FROM tasks
-        WHERE status = 'Waiting' AND time <= now() + %(ahead)s * interval '1 second'
-        ORDER BY time, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE tasks SET status = 'Claimed', worker = %(worker)s, claimed_at = now(),
-                     lease_until = now() + %(lease)s * interval '1 second',
-                     attempts = tasks.attempts + 1
-    FROM due WHERE tasks.id = due.id
-    RETURNING tasks.id, tasks.tasktype, extract(epoch FROM tasks.time)::float8, tasks.attempts"""
-
 CLAIM_ONE = f"""
     UPDATE tasks SET status = 'Claimed', worker = %(worker)s, claimed_at = now(),
-                     lease_until = now() + %(lease)s * interval '1 second',
+                     renewed_at = now(), lease_until = now() + %(lease)s * interval '1 second',
                      attempts = attempts + 1
     WHERE id = %(id)s AND status = 'Waiting'
     RETURNING {_TASK_COLUMNS}"""
-
-# Completion is fenced: only the worker holding the claim, only for the attempt it ran.
-# The fence is written with IS NOT DISTINCT FROM (the same here: neither side is NULL) so
-# that the planner cannot start the join from a partial index on claimed rows: right after
-# a burst of claims its statistics can say "1 row" where there are thousands, and a nested
-# loop over the batch for each of them took a second per batch. The join is driven by the
-# batch's ids through the primary key, whatever the statistics say.
-COMPLETE_CLAIMS = """
-    UPDATE tasks SET status = 'Complete', completed_at = now(), lease_until = NULL
-    FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS done(id, attempt)
-    WHERE tasks.id = done.id AND tasks.attempts = done.attempt
-      AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-      AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-    RETURNING tasks.id"""
 
 COMPLETE_ONE = f"""
     UPDATE tasks SET status = 'Complete', completed_at = now(), lease_until = NULL
     WHERE id = %s AND status = 'Claimed'
     RETURNING {_TASK_COLUMNS}"""
 
-RELEASE_CLAIMS = """
-    WITH released AS (
-        UPDATE tasks SET status = 'Waiting', worker = NULL, claimed_at = NULL, lease_until = NULL
-        WHERE worker = %(worker)s AND status = 'Claimed' AND id = ANY(%(ids)s::int[])
-        RETURNING time
-    )
-    SELECT count(*), extract(epoch FROM min(time))::float8 FROM released"""
-
-RENEW_LEASES = """
-    UPDATE tasks SET lease_until = now() + %(lease)s * interval '1 second'
-    WHERE worker = %(worker)s AND status = 'Claimed'
-    RETURNING id, attempts"""
-
-# Expired claims go back to Waiting, but never in the first `grace` seconds after the
-# server (re)started: live workers get that long to reconnect and renew their leases.
-REAP_EXPIRED = """
-    WITH expired AS (
-        SELECT id, worker FROM tasks
-        WHERE status = 'Claimed' AND lease_until < now()
-          AND pg_postmaster_start_time() < now() - %(grace)s * interval '1 second'
-        FOR UPDATE SKIP LOCKED
-    ), reaped AS (
-        UPDATE tasks SET status = 'Waiting', worker = NULL, claimed_at = NULL, lease_until = NULL
-        FROM expired WHERE tasks.id = expired.id
-        RETURNING tasks.id, tasks.time, expired.worker
-    )
-    SELECT id, worker, extract(epoch FROM time)::float8 FROM reaped ORDER BY id"""
-
-NOTIFY_WAITING = "SELECT pg_notify('fizz_tasks', %s::text || ' ' || pg_current_xact_id())"
-
-NOTIFY_NEXT = "SELECT pg_notify('fizz_next', %s)"
-
 COUNT_TASKS = "SELECT tasktype, status, count(*) FROM tasks GROUP BY tasktype, status"
-
-CLOCK = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
 # ------------------------------------------------------------------------------ connecting
 
@@ -364,39 +289,7 @@ def count_tasks(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
     return {(t, s): n for t, s, n in conn.execute(COUNT_TASKS)}
 
 
-# ------------------------------------------------------------------------------ claims
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A task a worker holds: run it at `due` (epoch seconds), complete it with `attempt`."""
-
-    id: int
-    type: TaskType
-    due: float
-    attempt: int
-
-
-def claim_due(
-    conn: psycopg.Connection, worker: str, *, ahead: float, limit: int, lease: float
-) -> list[Claim]:
-    rows = conn.execute(
-        CLAIM_DUE, {"worker": worker, "ahead": ahead, "limit": limit, "lease": lease}
-    ).fetchall()
-    return [Claim(r[0], TYPES_BY_NAME[r[1]], r[2], r[3]) for r in rows]
-
-
-def next_due(conn: psycopg.Connection) -> tuple[float | None, str]:
-    """(epoch of the earliest waiting task or None, the snapshot that saw it)."""
-    row = conn.execute(NEXT_DUE).fetchone()
-    assert row is not None
-    return row[0], row[1]
-
-
-def announce_next(conn: psycopg.Connection, due: float | None, snapshot: str) -> None:
-    """Tell every worker the next due time as of `snapshot`, after a claim: the others then
-    need not query to learn that the tasks they were about to claim are taken."""
-    conn.execute(NOTIFY_NEXT, [f"{'-' if due is None else repr(due)} {snapshot}"])
+# ------------------------------------------------------------------------------ by id
 
 
 def claim_task(conn: psycopg.Connection, task_id: int, worker: str, lease: float) -> Task:
@@ -413,63 +306,3 @@ def complete_task(conn: psycopg.Connection, task_id: int) -> Task:
         return _one(conn, COMPLETE_ONE, [task_id], task_id)
     except TaskNotFound:
         raise WrongState(task_id, "claimed") from None
-
-
-def complete_claims(conn: psycopg.Connection, worker: str, claims: list[Claim]) -> set[int]:
-    """Complete what this worker ran; returns the ids it still held (the others were lost)."""
-    rows = conn.execute(
-        COMPLETE_CLAIMS,
-        {"worker": worker, "ids": [c.id for c in claims], "attempts": [c.attempt for c in claims]},
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def release_claims(conn: psycopg.Connection, worker: str, ids: list[int]) -> int:
-    """Hand claims back to Waiting and wake the workers; returns how many were released."""
-    row = conn.execute(RELEASE_CLAIMS, {"worker": worker, "ids": ids}).fetchone()
-    count, earliest = row if row else (0, None)
-    if count:
-        conn.execute(NOTIFY_WAITING, [repr(earliest)])
-    return int(count)
-
-
-def renew_leases(conn: psycopg.Connection, worker: str, lease: float) -> set[tuple[int, int]]:
-    """Extend every lease this worker holds; returns the (id, attempt) pairs it still holds."""
-    rows = conn.execute(RENEW_LEASES, {"worker": worker, "lease": lease}).fetchall()
-    return {(r[0], r[1]) for r in rows}
-
-
-@dataclass(frozen=True, slots=True)
-class Reaped:
-    id: int
-    worker: str | None
-    due: float
-
-
-def reap_expired(conn: psycopg.Connection, grace: float) -> list[Reaped]:
-    """Return expired claims (of dead or cut-off workers) to Waiting and wake the workers."""
-    rows = conn.execute(REAP_EXPIRED, {"grace": grace}).fetchall()
-    reaped = [Reaped(*r) for r in rows]
-    if reaped:
-        conn.execute(NOTIFY_WAITING, [repr(min(r.due for r in reaped))])
-    return reaped
-
-
-def database_clock(conn: psycopg.Connection, samples: int = 5) -> tuple[float, float]:
-    """(offset, uncertainty) in seconds: database clock minus ours, from the best of samples."""
-    best: tuple[float, float] | None = None
-    for _ in range(samples):
-        before = time.time()
-        row = conn.execute(CLOCK).fetchone()
-        after = time.time()
-        assert row is not None
-        offset, rtt = row[0] - (before + after) / 2, after - before
-        if best is None or rtt < best[1]:
-            best = (offset, rtt)
-    assert best is not None
-    return best[0], best[1] / 2
-
-
-def listen(conn: psycopg.Connection, *channels: str) -> None:
-    for channel in channels:
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

@@ -51,3 +51,9 @@ class SchemaMissing(FizzError):
 
 class EmbeddedServerError(FizzError):
     """The embedded PostgreSQL could not be set up, started or stopped."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message on one line (its first), or its type's name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__

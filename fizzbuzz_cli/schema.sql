@@ -1,4 +1,4 @@
--- fizz schema version: 1
+-- fizz schema version: 2
 --
 -- Idempotent: `fizz init-db` runs this whole file in one transaction, any number of times,
 -- on an empty database, on a database made by the original project, or on an older fizz
@@ -21,7 +21,9 @@ ALTER TABLE tasks
     ADD COLUMN IF NOT EXISTS completed_at TIMESTAMPTZ,
     ADD COLUMN IF NOT EXISTS worker       TEXT,                        -- who holds the claim
     ADD COLUMN IF NOT EXISTS lease_until  TIMESTAMPTZ,                 -- claim expires then
-    ADD COLUMN IF NOT EXISTS attempts     INTEGER NOT NULL DEFAULT 0;  -- claims so far; fences completion
+    ADD COLUMN IF NOT EXISTS attempts     INTEGER NOT NULL DEFAULT 0,  -- claims so far; fences completion
+    ADD COLUMN IF NOT EXISTS renewed_at   TIMESTAMPTZ,                 -- lease last set (claim or renewal)
+    ADD COLUMN IF NOT EXISTS started_at   TIMESTAMPTZ;                 -- when the run began (fizz workers)
 -- Set apart from ADD COLUMN so that rows older than fizz keep a NULL creation time.
 ALTER TABLE tasks ALTER COLUMN created_at SET DEFAULT now();
 
@@ -96,6 +98,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status = 'Claimed' THEN
         NEW.claimed_at := now();
+        NEW.renewed_at := now();
         NEW.lease_until := now() + interval '60 seconds';
         NEW.attempts := NEW.attempts + 1;
     ELSE
@@ -114,7 +117,7 @@ CREATE OR REPLACE TRIGGER fizz_tasks_status_stamp
     EXECUTE FUNCTION fizz_stamp_status();
 
 -- Rows claimed before this schema existed (by the original worker) get a lease too.
-UPDATE tasks SET claimed_at = coalesce(claimed_at, now()),
+UPDATE tasks SET claimed_at = coalesce(claimed_at, now()), renewed_at = now(),
                  lease_until = now() + interval '60 seconds'
 WHERE status = 'Claimed' AND lease_until IS NULL;
 
@@ -123,5 +126,5 @@ CREATE TABLE IF NOT EXISTS fizz_meta (
     value TEXT NOT NULL
 );
 
-INSERT INTO fizz_meta (key, value) VALUES ('schema_version', '1')
+INSERT INTO fizz_meta (key, value) VALUES ('schema_version', '2')
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;

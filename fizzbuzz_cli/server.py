@@ -30,8 +30,10 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fizzbuzz_cli import __version__, db
-from fizzbuzz_cli.config import ServerSettings
+from fizzbuzz_cli.config import ServerSettings, WorkerSettings
 from fizzbuzz_cli.errors import BadInput, TaskNotFound, WrongState
+from fizzbuzz_cli.link import Link, Outage, Timeouts
+from fizzbuzz_cli.reaper import Reaper, reap_until
 from fizzbuzz_cli.tasks import (
     MAX_TASK_ID,
     Status,
@@ -89,8 +91,9 @@ class Request:
 class Api:
     """Routes requests to small functions; knows the pool, the settings and the metrics."""
 
-    def __init__(self, pool: ConnectionPool, settings: ServerSettings) -> None:
+    def __init__(self, pool: ConnectionPool, settings: ServerSettings, url: str = "") -> None:
         self.pool = pool
+        self.url = url
         self.settings = settings
         self.metrics = Metrics()
         self.routes: list[Route] = [
@@ -531,6 +534,7 @@ class FizzHTTPServer(ThreadingHTTPServer):
         self.api = api
         self.settings = settings
         self.closing = False
+        self._stopped = threading.Event()
         self._slots = threading.BoundedSemaphore(settings.max_connections)
         self._connections: set[Handler] = set()
         self._lock = threading.Lock()
@@ -577,20 +581,14 @@ class FizzHTTPServer(ThreadingHTTPServer):
     def _reap(self) -> None:
         """Hand back expired claims: those of clients that pulled a task and died (the
         original worker), and of fizz workers, even when no fizz worker runs."""
-        while not self.closing:
-            time.sleep(self.settings.reap_interval)
-            try:
-                with self.api.pool.connection() as conn:
-                    reaped = db.reap_expired(conn, grace=self.settings.reap_grace)
-            except (PoolTimeout, psycopg.OperationalError):
-                continue  # the database is away; /healthz says so
-            for task in reaped:
-                log.warning("task %s was claimed by %s, whose lease ran out: back to Waiting",
-                            task.id, task.worker or "an unknown client")
+        link = Link(self.api.url, "reaper", Timeouts.for_lease(WorkerSettings.lease),
+                    Outage(log), application="fizz serve", wait=self._stopped.wait)
+        reap_until(self._stopped, link, Reaper(self.settings.reap_interval))
 
     def close_gracefully(self, timeout: float) -> None:
         """Stop accepting, let requests in flight finish, then close idle keep-alive ones."""
         self.closing = True
+        self._stopped.set()
         self.shutdown()  # stops serve_forever
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -655,7 +653,7 @@ def serve(url: str, settings: ServerSettings, ready: Callable[[str], None] | Non
     """Serve until SIGINT/SIGTERM; returns the exit status (0)."""
     pool = make_pool(url, settings.pool_size, settings.pool_timeout)
     try:
-        server = FizzHTTPServer(Api(pool, settings), settings)
+        server = FizzHTTPServer(Api(pool, settings, url), settings)
     except OSError as exc:
         pool.close()
         where = f"{settings.host}:{settings.port}"

@@ -237,6 +237,11 @@ def _parse_relative(text: str) -> timedelta | None:
         raise BadInput(f"time {text!r} is out of range (years 1 to 9999)") from None
 
 
+def format_epoch(seconds: float) -> str:
+    """Epoch seconds (as the database's extract(epoch ...) gives them) in RFC 3339."""
+    return format_time(datetime.fromtimestamp(seconds, UTC))
+
+
 def format_time(value: datetime, micro: bool = False) -> str:
     """RFC 3339 in UTC with a Z; fractions only when present (always with micro=True)."""
     naive = value.astimezone(UTC).replace(tzinfo=None)

@@ -206,8 +206,8 @@ def test_bulk_add_missing_file(fizz: Fizz) -> None:
 def test_init_db_is_idempotent(fizz: Fizz, empty_database: str) -> None:
     first = Fizz(empty_database)("init-db")
     again = Fizz(empty_database)("init-db")
-    assert (first.code, first.out) == (0, "Created the fizz schema (version 1).\n")
-    assert (again.code, again.out) == (0, "The fizz schema is up to date (version 1, 0 tasks).\n")
+    assert (first.code, first.out) == (0, "Created the fizz schema (version 2).\n")
+    assert (again.code, again.out) == (0, "The fizz schema is up to date (version 2, 0 tasks).\n")
 
 
 def test_commands_on_a_database_without_schema_say_what_to_do(empty_database: str) -> None:

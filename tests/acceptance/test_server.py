@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def serve(database: str) -> Iterator[Callable[..., str]]:
     def start(url: str | None = None, **overrides: Any) -> str:
         settings = ServerSettings(**{"port": 0, "pool_size": 4, **overrides})
         pool = make_pool(url or database, settings.pool_size, settings.pool_timeout)
-        server = FizzHTTPServer(Api(pool, settings), settings)
+        server = FizzHTTPServer(Api(pool, settings, url or database), settings)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         running.append((server, pool))
@@ -151,15 +152,23 @@ def test_next_pull_complete(client: Client) -> None:
                                                          "not exist)"})
 
 
-def test_claims_of_clients_that_died_go_back_to_waiting(serve: Callable[..., str]) -> None:
-    client = Client(serve(http_lease=0.5, reap_interval=0.2, reap_grace=0.0))
-    client("POST", "/tasks", {"type": "Buzz", "time": "2023-03-28T11:59:59Z"})
+def test_claims_of_clients_that_died_go_back_to_waiting(serve: Callable[..., str],
+                                                        database: str) -> None:
+    default = Client(serve())
+    default("POST", "/tasks", {"type": "Buzz", "time": "2023-03-28T11:59:59Z"})
+    assert default("POST", "/tasks/pull/1").json["status"] == "Claimed"
+    assert query(database, "SELECT lease_until - claimed_at FROM tasks") == [
+        (timedelta(seconds=60),)]  # the original worker gets a minute per task
+    query(database, "UPDATE tasks SET status = 'Waiting', worker = NULL")
+    client = Client(serve(http_lease=1.0, reap_interval=0.2))
     assert client("POST", "/tasks/pull/1").json["status"] == "Claimed"
+    # Handed back once the lease (1 s) has run out and the server has watched the database
+    # for a whole lease since: about 1 s later.
     deadline = time.monotonic() + 10
     while client("GET", "/tasks/1").json["status"] != "Waiting":
         assert time.monotonic() < deadline, "the expired claim was not handed back"
         time.sleep(0.1)
-    assert client("POST", "/tasks/pull/1").json["attempts"] == 2
+    assert client("POST", "/tasks/pull/1").json["attempts"] == 3
 
 
 def test_a_client_driving_the_worker_routes_like_the_original_worker(

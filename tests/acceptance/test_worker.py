@@ -285,18 +285,17 @@ def test_survives_a_postgresql_restart(restartable: tuple[str, EmbeddedServer],
         f"Fizz {i}" for i in fizz)
     assert sum(1 for line in lines if line.startswith("FizzBuzz")) == 210
     assert query(url, "SELECT count(*) FROM tasks WHERE status = 'Complete'") == [(230,)]
-    assert late and any("reconnected" in worker.log() for worker in crew)
+    assert late and all("the database is back" in worker.log() for worker in crew)
+    assert all(worker.log().count("lost the database") == 1 for worker in crew), [w.log() for w in crew]
     assert query(url, "SELECT max(attempts) FROM tasks") == [(1,)]
 
 
 def test_clock_offset_is_zero_against_the_same_machine(database: str) -> None:
-    from fizzbuzz_cli.worker import Worker
+    from fizzbuzz_cli.worker.clock import DbClock
 
-    worker = Worker(database)
-    worker._connect()
-    try:
-        assert worker.offset == 0.0
-        assert abs((worker.now() - datetime.now(worker.now().tzinfo)).total_seconds()) < 0.01
-    finally:
-        worker._disconnect()
-    assert timedelta(0) == timedelta(seconds=worker.offset)
+    clock = DbClock()
+    with psycopg.connect(database, autocommit=True) as conn:
+        clock.measure(conn)
+    assert clock.offset == 0.0
+    assert abs((clock.now() - datetime.now(clock.now().tzinfo)).total_seconds()) < 0.01
+    assert timedelta(0) == timedelta(seconds=clock.offset)

@@ -27,7 +27,7 @@ def test_schema_file_at_top_level_is_the_packaged_one() -> None:
 
     top = Path(__file__).parents[2] / "schema.sql"
     assert top.read_text() == db.SCHEMA_SQL
-    assert db.SCHEMA_VERSION == 1
+    assert db.SCHEMA_VERSION == 2
 
 
 def test_upgrades_the_original_table_in_place_keeping_rows(empty_database: str) -> None:
@@ -39,7 +39,7 @@ def test_upgrades_the_original_table_in_place_keeping_rows(empty_database: str) 
             ('FizzBuzz', 'Complete', '2023-03-28T12:00:01Z')""")
     result = Fizz(empty_database)("init-db")
     assert (result.code, result.out) == (
-        0, "Upgraded the original tasks table to fizz schema version 1 (3 rows kept).\n")
+        0, "Upgraded the original tasks table to fizz schema version 2 (3 rows kept).\n")
     with psycopg.connect(empty_database, autocommit=True) as conn:
         rows = conn.execute("SELECT id, tasktype, status, time, created_at, attempts, "
                             "lease_until IS NOT NULL FROM tasks ORDER BY id").fetchall()
@@ -57,7 +57,7 @@ def test_upgrades_the_original_table_in_place_keeping_rows(empty_database: str) 
         assert row == ("Complete", True, True, None, 1)
         assert conn.execute("SELECT max(id) FROM tasks").fetchone() == (4,)
     again = Fizz(empty_database)("init-db")
-    assert again.out == "The fizz schema is up to date (version 1, 4 tasks).\n"
+    assert again.out == "The fizz schema is up to date (version 2, 4 tasks).\n"
 
 
 def test_constraints_reject_bad_rows(database: str) -> None:
@@ -118,3 +118,34 @@ def test_ensure_schema_reapplies_a_changed_schema_file(database: str) -> None:
                             "'fizz_tasks_inserted'").fetchone() == (1,)
         assert conn.execute("SELECT value FROM fizz_meta WHERE key = 'schema_digest'"
                             ).fetchone() == (db.SCHEMA_DIGEST,)
+
+
+def test_upgrades_a_version_1_schema_with_claims_in_flight(empty_database: str) -> None:
+    """fizz 1's schema (tests/data/schema-v1.sql, as released) with a claim held by a
+    worker: the upgrade keeps every row, and the claim keeps its lease and can be reaped."""
+    from pathlib import Path
+
+    from conftest import Fizz
+
+    v1 = (Path(__file__).parents[1] / "data" / "schema-v1.sql").read_text()
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(v1)
+        conn.execute("INSERT INTO tasks (tasktype, status, time) VALUES ('Fizz', 'Waiting', "
+                     "now()), ('Buzz', 'Claimed', now()), ('FizzBuzz', 'Complete', now())")
+        conn.execute("UPDATE tasks SET worker = 'old', claimed_at = now() - interval '30 s', "
+                     "lease_until = now() - interval '20 s', attempts = 1 WHERE id = 2")
+    result = Fizz(empty_database)("init-db")
+    assert (result.code, result.out) == (
+        0, "Upgraded the fizz schema from version 1 to 2 (3 tasks).\n")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, status, worker, renewed_at, started_at FROM tasks "
+                            "ORDER BY id").fetchall()
+        assert rows == [(1, "Waiting", None, None, None), (2, "Claimed", "old", None, None),
+                        (3, "Complete", None, None, None)]
+        now = conn.execute("SELECT extract(epoch FROM now())::float8").fetchone()[0]
+        from fizzbuzz_cli import claims
+
+        # Its lease was 10 s (from claimed_at, as no renewal is known): a reaper that has
+        # watched for longer hands it back.
+        reaped = claims.reap_expired(conn, since=now - 11, last=now, max_gap=1.5).reaped
+        assert [(r.id, r.worker) for r in reaped] == [(2, "old")]

@@ -1,0 +1,91 @@
+"""The lease keeper: renews this worker's claims, hands back its orphans, and reaps.
+
+Every `lease / 3` it renews exactly the claims the book says this worker holds (a claim
+whose answer has not been read yet is not renewed, and is not judged either); a held claim
+the renewal did not find is lost (deleted, completed by someone else, or reaped while this
+worker could not renew) and its job is dropped before it can be recorded. The same
+statement hands back rows Claimed under this worker's name that it does not hold and that
+were claimed no later than the last claim it read back (a claim whose answer was lost when
+the connection dropped): nothing of this worker's stays Claimed without a job behind it.
+
+Between renewals it ticks the reaper (see fizzbuzz_cli.reaper) a few times a second; every
+statement on this connection is an observation of the database for it.
+
+Threading: one thread, with its own connection (a Link); shares only the book.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+from fizzbuzz_cli import claims
+from fizzbuzz_cli.errors import first_line
+from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
+from fizzbuzz_cli.reaper import Reaper
+from fizzbuzz_cli.worker.book import JobBook
+
+log = logging.getLogger("fizz.worker")
+
+
+def reap_interval(lease: float) -> float:
+    """Seconds between reaper ticks: often enough that a gap of three is short next to the
+    lease (a holder renews every third of it)."""
+    return min(0.5, lease / 6)
+
+
+class Keeper(threading.Thread):
+    def __init__(self, book: JobBook, link: Link, worker: str, lease: float) -> None:
+        super().__init__(name="fizz-keeper", daemon=True)
+        self.book, self.link, self.worker, self.lease = book, link, worker, lease
+        self.reaper = Reaper(reap_interval(lease))
+        self.reaping = True  # a stopping worker stops handing back others' claims
+        self._soon = threading.Event()
+        self._closing = threading.Event()
+
+    def renew_soon(self) -> None:
+        self._soon.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._soon.set()
+        self.join(timeout=10)
+        self.link.close()
+
+    def run(self) -> None:
+        next_renewal = 0.0
+        while not self._closing.is_set():
+            try:
+                if time.monotonic() >= next_renewal or self._soon.is_set():
+                    self._soon.clear()
+                    self.link.run(self._renew)
+                    next_renewal = time.monotonic() + self.lease / 3
+                if self.reaping:
+                    self.link.run(self.reaper.tick)
+                pause = self.reaper.interval * random.uniform(0.9, 1.1)
+            except LinkDown:
+                self.reaper.broken()
+                pause = self.link.pause()
+            except CONNECTION_ERRORS as exc:  # a statement timed out; the connection is fine
+                log.warning("lease keeping: %s; retrying", first_line(exc))
+                self.reaper.broken()
+                pause = self.reaper.interval
+            self._soon.wait(min(pause, max(next_renewal - time.monotonic(), 0.0)))
+
+    def _renew(self, conn: object) -> None:
+        held, cutoff = self.book.held()
+        if not held and cutoff is None:
+            return
+        renewal = claims.renew_leases(conn, self.worker, held,  # type: ignore[arg-type]
+                                      lease=self.lease, cutoff=cutoff)
+        self.reaper.observe(renewal.at)
+        lost = [claim for claim in held if claim.id not in renewal.held]
+        for job in self.book.lost(lost):
+            log.warning("dropped task %s: its claim is no longer this worker's (deleted, "
+                        "completed elsewhere, or handed back after its lease ran out)", job.id)
+        if renewal.released:
+            log.warning("handed back %s tasks claimed under this worker's name without its "
+                        "knowing (a claim whose answer was lost): %s", len(renewal.released),
+                        ", ".join(map(str, renewal.released[:20])))

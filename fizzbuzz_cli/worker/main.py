@@ -1,0 +1,243 @@
+"""The worker's life: start the threads, dispatch until stopped, stop cleanly.
+
+Threading: runs on the calling (main) thread, where signals arrive. It owns the stop
+flags; the other threads reach it only through the callbacks it hands them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import TextIO
+
+from fizzbuzz_cli import claims
+from fizzbuzz_cli.config import WorkerSettings
+from fizzbuzz_cli.errors import first_line
+from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
+from fizzbuzz_cli.tasks import format_epoch
+from fizzbuzz_cli.worker.book import Job, JobBook, State
+from fizzbuzz_cli.worker.clock import DbClock
+from fizzbuzz_cli.worker.dispatcher import Dispatcher
+from fizzbuzz_cli.worker.keeper import Keeper
+from fizzbuzz_cli.worker.printer import Printer
+from fizzbuzz_cli.worker.recorder import Recorder
+
+log = logging.getLogger("fizz.worker")
+
+HAND_BACK_DEADLINE = 5.0  # seconds a stopping worker tries to hand its claims back
+
+
+class Worker:
+    def __init__(self, url: str, settings: WorkerSettings | None = None,
+                 out: TextIO | None = None) -> None:
+        self.settings = s = settings or WorkerSettings()
+        self.out = out or sys.stdout
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.failure: str | None = None  # set when the worker must stop with an error
+        self.stopping = False  # first signal: take no new task
+        self.immediate = False  # second signal: hand back everything now
+        self.handed_back = 0
+        self._signals: list[str] = []
+        self._give_up = threading.Event()  # stop waiting for unanswered records
+        timeouts = Timeouts.for_lease(s.lease)
+        outage = Outage(log)
+
+        def link(name: str, **options: object) -> Link:
+            return Link(url, name, timeouts, outage, application="fizz work",
+                        **options)  # type: ignore[arg-type]
+
+        self.clock = DbClock()
+        self.book = JobBook(on_freed=self._wake)
+        self.keeper = Keeper(self.book, link("keeper"), self.id, s.lease)
+        self.dispatcher = Dispatcher(url, self.id, s, self.book, self.clock, link,
+                                     on_cancel_all=self.keeper.renew_soon)
+        self.recorder = Recorder(self.book, link("recorder", wait=self._give_up.wait),
+                                 self.id, stopping=self._give_up.is_set)
+        self.printer = Printer(self.book, self.clock, self.out, on_broken=self.fail)
+
+    @property
+    def ran(self) -> int:
+        return self.book.printed
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Work until stopped (or, with drain, until idle); returns the exit status: 0, or 1
+        after a failure (see `failure`)."""
+        try:
+            self.dispatcher.connect()  # fails fast, with a clear error, if unreachable
+        except LinkDown as exc:
+            from fizzbuzz_cli.errors import DatabaseUnavailable
+
+            self.dispatcher.close()
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
+        self._install_signal_handlers()
+        previous_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)  # let the printer take the GIL quickly at a task's time
+        for thread in (self.printer, self.recorder, self.keeper):
+            thread.start()
+        s = self.settings
+        log.info("worker %s ready: concurrency %s, lease %ss, claiming %ss ahead%s",
+                 self.id, s.concurrency, _num(s.lease), _num(s.ahead),
+                 ", draining" if s.drain else "")
+        try:
+            self._dispatch()
+        finally:
+            self._shutdown()
+            sys.setswitchinterval(previous_interval)
+        log.info("worker %s stopped: ran %s tasks, handed back %s", self.id, self.ran,
+                 self.handed_back)
+        return 1 if self.failure else 0
+
+    def _dispatch(self) -> None:
+        dispatcher, s = self.dispatcher, self.settings
+        while not self.stopping:
+            timeout = dispatcher.step()
+            if s.drain and dispatcher.idle(wait_for_later=s.drain_wait):
+                self._log_later()
+                return
+            dispatcher.wait(timeout if timeout is not None else 0.0)
+            self._log_signals()
+
+    def fail(self, message: str) -> None:
+        """Stop at once (handing everything back) and exit 1 with this message (which the
+        command line prints: it is not logged here, so it shows once)."""
+        if self.failure is None:
+            self.failure = message
+            with contextlib.suppress(OSError, ValueError):  # later writes go nowhere
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+        self.stopping = self.immediate = True
+        self.dispatcher.stopping = True
+        self._wake()
+
+    def request_stop(self) -> None:
+        """First call: stop taking tasks and finish gracefully. Second: hand back now."""
+        if self.stopping:
+            self.immediate = True
+        self.stopping = True
+        self.dispatcher.stopping = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self.dispatcher.wake()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum: int, frame: object) -> None:
+            self._signals.append(signal.Signals(signum).name)  # logged by the main loop
+            self.request_stop()
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+    def _log_signals(self) -> None:
+        while self._signals:
+            name = self._signals.pop(0)
+            if self.immediate:
+                log.warning("%s again: handing back every task now", name)
+            else:
+                log.info("%s: taking no new tasks; running ones get %ss to finish", name,
+                         _num(self.settings.grace))
+
+    def _log_later(self) -> None:
+        """A draining worker says what it leaves behind."""
+        with contextlib.suppress(LinkDown, *CONNECTION_ERRORS):
+            count, earliest = self.dispatcher.link.run(claims.waiting_summary)
+            if count and earliest is not None:
+                log.info("nothing more is due; %s %s due later, the next at %s (--wait waits "
+                         "for them)", count, "task is" if count == 1 else "tasks are",
+                         format_epoch(earliest))
+
+    # ------------------------------------------------------------------ stopping
+
+    def _shutdown(self) -> None:
+        self.stopping = self.dispatcher.stopping = True
+        self.keeper.reaping = False
+        self._log_signals()
+        book = self.book
+        if not self.immediate:
+            unstarted = book.take_pending(lambda job: job.start > time.time())
+            self._hand_back(unstarted, "not yet started")
+            deadline = time.monotonic() + self.settings.grace
+            while len(book) and not self.immediate and time.monotonic() < deadline:
+                self.dispatcher.wait(min(0.1, max(deadline - time.monotonic(), 0)))
+                self._log_signals()
+        self._hand_back(book.take_pending(lambda job: True),
+                        "stopped at once" if self.immediate else
+                        "still running when the grace period ended")
+        if not book.wait_settled(self.settings.lease):
+            self._give_up.set()  # the database does not answer: stop asking
+            book.wait_settled(5.0)
+        if self.failure is not None:
+            self._unrecord(book.unprinted())
+        else:
+            self._wait_printed()
+        book.close()
+        self._give_up.set()
+        self.printer.join(timeout=5)
+        self.recorder.join(timeout=5)
+        self.recorder.link.close()
+        self.keeper.close()
+        self.dispatcher.close()
+
+    def _wait_printed(self) -> None:
+        """Recorded jobs are complete in the database: their lines must go out (they are due
+        within a few milliseconds)."""
+        recorded = self.book.jobs(State.RECORDED)
+        if not recorded:
+            return
+        deadline = time.monotonic() + max(job.fire for job in recorded) - time.time() + 5.0
+        while self.book.jobs(State.RECORDED) and time.monotonic() < deadline:
+            self.dispatcher.wait(0.01)
+
+    def _hand_back(self, jobs: list[Job], why: str) -> None:
+        if not jobs:
+            return
+        released = self._with_deadline(
+            lambda conn: claims.release_claims(conn, self.id, [job.claim for job in jobs]))
+        if released is None:
+            log.error("could not hand back %s tasks; they return to Waiting when their lease "
+                      "ends", len(jobs))
+            return
+        self.handed_back += released
+        log.info("handed back %s tasks (%s)", released, why)
+
+    def _unrecord(self, jobs: list[Job]) -> None:
+        """Runs recorded but never printed (stdout went away) go back to Waiting."""
+        if not jobs:
+            return
+        undone = self._with_deadline(
+            lambda conn: claims.unrecord_runs(conn, self.id, [job.run for job in jobs]))
+        if undone is None:
+            log.error("could not hand back %s tasks recorded but not printed; they stay "
+                      "Complete", len(jobs))
+            return
+        self.handed_back += undone
+        log.info("handed back %s tasks (recorded, but their lines could not be printed)", undone)
+
+    def _with_deadline(self, work: object) -> int | None:
+        """Run a hand-back statement on the dispatcher's link, retrying for a few seconds."""
+        deadline = time.monotonic() + HAND_BACK_DEADLINE
+        link = self.dispatcher.link
+        while True:
+            try:
+                return link.run(work)  # type: ignore[arg-type]
+            except (LinkDown, *CONNECTION_ERRORS) as exc:
+                if time.monotonic() > deadline:
+                    log.debug("hand-back failed: %s", first_line(exc))
+                    return None
+                time.sleep(link.pause())
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"

@@ -1,0 +1,56 @@
+"""The printer: sleeps to the exact time of each recorded job and prints its line.
+
+It prints only RECORDED jobs (complete in the database under this worker's claim), so a
+line never goes out for a run the database has not agreed to. It runs no SQL and waits on
+nothing but the book's condition, so it wakes on time whatever the database is doing.
+Threading: one thread; owns nothing but its output stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from fizzbuzz_cli.worker.book import Job, JobBook
+from fizzbuzz_cli.worker.clock import DbClock
+
+
+class Printer(threading.Thread):
+    def __init__(self, book: JobBook, clock: DbClock, out: TextIO,
+                 on_broken: Callable[[str], None]) -> None:
+        super().__init__(name="fizz-printer", daemon=True)
+        self.book, self.clock, self.out, self.on_broken = book, clock, out, on_broken
+        self.broken = False
+
+    def run(self) -> None:
+        book = self.book
+        while True:
+            with book.cond:
+                while True:
+                    if book.closed or self.broken:
+                        return
+                    first = book.next_print_time()
+                    wait = None if first is None else first - time.time()
+                    if wait is not None and wait <= 0:
+                        break
+                    book.cond.wait(wait)
+                ready = book.take_printable(time.time())
+            self._print(ready)
+
+    def _print(self, jobs: list[Job]) -> None:
+        printed: list[Job] = []
+        try:
+            for job in jobs:
+                self.out.write(job.claim.type.output(job.id, self.clock.now()) + "\n")
+                self.out.flush()  # one line at a time: a line that got out is known to have
+                printed.append(job)
+        except (OSError, ValueError) as exc:  # stdout is gone (e.g. piped into `head`)
+            # The jobs not printed stay RECORDED, out of the printing queue: the worker
+            # takes back their records (see JobBook.unprinted).
+            self.broken = True
+            self.book.done(printed)
+            self.on_broken(f"cannot write to stdout ({exc})")
+            return
+        self.book.done(printed)

@@ -1,0 +1,127 @@
+-- fizz schema version: 1
+--
+-- Idempotent: `fizz init-db` runs this whole file in one transaction, any number of times,
+-- on an empty database, on a database made by the original project, or on an older fizz
+-- schema. It can also be run by hand: psql -v ON_ERROR_STOP=1 -1 -f schema.sql
+--
+-- The original table is kept exactly as it was, so the original server can share the
+-- database: its INSERT (tasktype, time, status) still works, because every column that
+-- fizz adds is nullable or has a default.
+
+CREATE TABLE IF NOT EXISTS tasks (
+    id SERIAL PRIMARY KEY,
+    tasktype VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    time TIMESTAMPTZ NOT NULL
+);
+
+ALTER TABLE tasks
+    ADD COLUMN IF NOT EXISTS created_at   TIMESTAMPTZ,                 -- NULL: made before fizz
+    ADD COLUMN IF NOT EXISTS claimed_at   TIMESTAMPTZ,
+    ADD COLUMN IF NOT EXISTS completed_at TIMESTAMPTZ,
+    ADD COLUMN IF NOT EXISTS worker       TEXT,                        -- who holds the claim
+    ADD COLUMN IF NOT EXISTS lease_until  TIMESTAMPTZ,                 -- claim expires then
+    ADD COLUMN IF NOT EXISTS attempts     INTEGER NOT NULL DEFAULT 0;  -- claims so far; fences completion
+-- Set apart from ADD COLUMN so that rows older than fizz keep a NULL creation time.
+ALTER TABLE tasks ALTER COLUMN created_at SET DEFAULT now();
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'tasks'::regclass AND conname = 'tasks_tasktype_check') THEN
+        ALTER TABLE tasks ADD CONSTRAINT tasks_tasktype_check
+            CHECK (tasktype IN ('Fizz', 'Buzz', 'FizzBuzz'));
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'tasks'::regclass AND conname = 'tasks_status_check') THEN
+        ALTER TABLE tasks ADD CONSTRAINT tasks_status_check
+            CHECK (status IN ('Waiting', 'Claimed', 'Complete'));
+    END IF;
+END
+$$;
+
+-- The next waiting task, and claims in time order, straight from this small index, however
+-- many completed or far-future tasks the table holds.
+CREATE INDEX IF NOT EXISTS tasks_waiting_time_idx ON tasks (time, id) WHERE status = 'Waiting';
+-- Lease renewal (by worker) and expiry (by lease end) touch only claimed rows.
+CREATE INDEX IF NOT EXISTS tasks_claimed_worker_idx ON tasks (worker) WHERE status = 'Claimed';
+CREATE INDEX IF NOT EXISTS tasks_claimed_lease_idx ON tasks (lease_until) WHERE status = 'Claimed';
+
+-- New waiting tasks wake the workers: one notification per statement (a bulk COPY of a
+-- million rows sends one), carrying the earliest new time as epoch seconds and the id of
+-- the inserting transaction (workers use it to tell whether another worker's view of the
+-- queue already included these tasks).
+CREATE OR REPLACE FUNCTION fizz_notify_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    earliest TIMESTAMPTZ;
+BEGIN
+    SELECT min(time) INTO earliest FROM fizz_inserted WHERE status = 'Waiting';
+    IF earliest IS NOT NULL THEN
+        PERFORM pg_notify('fizz_tasks',
+                          extract(epoch FROM earliest)::text || ' ' || pg_current_xact_id());
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER fizz_tasks_inserted
+    AFTER INSERT ON tasks REFERENCING NEW TABLE AS fizz_inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION fizz_notify_inserted();
+
+-- Deleting a claimed task tells its worker to drop it ('*' when the list is too long).
+CREATE OR REPLACE FUNCTION fizz_notify_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids TEXT;
+BEGIN
+    SELECT string_agg(id::text, ',') INTO ids FROM fizz_deleted WHERE status = 'Claimed';
+    IF ids IS NOT NULL THEN
+        PERFORM pg_notify('fizz_cancel', CASE WHEN length(ids) > 7000 THEN '*' ELSE ids END);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER fizz_tasks_deleted
+    AFTER DELETE ON tasks REFERENCING OLD TABLE AS fizz_deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION fizz_notify_deleted();
+
+-- Claims and completions made by others (the original server, plain SQL) get the same
+-- bookkeeping as fizz's own: a claim without a lease gets one, so it can never stay Claimed
+-- forever; a completion gets its time. fizz's own statements set these columns themselves,
+-- so the WHEN clause keeps this trigger off their path.
+CREATE OR REPLACE FUNCTION fizz_stamp_status() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'Claimed' THEN
+        NEW.claimed_at := now();
+        NEW.lease_until := now() + interval '60 seconds';
+        NEW.attempts := NEW.attempts + 1;
+    ELSE
+        NEW.completed_at := now();
+        NEW.lease_until := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER fizz_tasks_status_stamp
+    BEFORE UPDATE OF status ON tasks FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          AND ((NEW.status = 'Claimed' AND NEW.lease_until IS NULL)
+               OR (NEW.status = 'Complete' AND NEW.completed_at IS NULL)))
+    EXECUTE FUNCTION fizz_stamp_status();
+
+-- Rows claimed before this schema existed (by the original worker) get a lease too.
+UPDATE tasks SET claimed_at = coalesce(claimed_at, now()),
+                 lease_until = now() + interval '60 seconds'
+WHERE status = 'Claimed' AND lease_until IS NULL;
+
+CREATE TABLE IF NOT EXISTS fizz_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+INSERT INTO fizz_meta (key, value) VALUES ('schema_version', '1')
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
