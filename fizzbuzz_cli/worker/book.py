@@ -138,17 +138,21 @@ class JobBook:
                        if fire <= window and job.state is State.PENDING)
             return first - margin - math.ceil(soon / limit) * time_for(limit)
 
-    def take_for_record(self, until: float, limit: int) -> list[Job]:
-        """The PENDING jobs that fire by `until` (at least the earliest), earliest first,
-        now RECORDING."""
+    def take_for_record(self, now: float, slack: float, limit: int) -> list[Job]:
+        """The PENDING jobs that fire within `slack` of the earliest one (or of now, when
+        that is already past), earliest first, up to `limit`: now RECORDING."""
         taken: list[Job] = []
         with self.cond:
+            self._drop_stale_pending()
+            if not self._pending:
+                return taken
+            until = max(now, self._pending[0][0]) + slack
             while self._pending and len(taken) < limit:
                 fire, _, job = self._pending[0]
                 if job.state is not State.PENDING or self._jobs.get(job.id) is not job:
                     heapq.heappop(self._pending)
                     continue
-                if taken and fire > until:
+                if fire > until:
                     break
                 heapq.heappop(self._pending)
                 job.state = State.RECORDING

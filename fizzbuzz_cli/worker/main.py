@@ -27,7 +27,7 @@ from fizzbuzz_cli.worker.clock import DbClock
 from fizzbuzz_cli.worker.dispatcher import Dispatcher
 from fizzbuzz_cli.worker.keeper import Keeper
 from fizzbuzz_cli.worker.printer import Printer
-from fizzbuzz_cli.worker.recorder import Recorder
+from fizzbuzz_cli.worker.recorder import Recorder, prepare
 
 log = logging.getLogger("fizz.worker")
 
@@ -58,8 +58,8 @@ class Worker:
         self.keeper = Keeper(self.book, link("keeper"), self.id, s.lease)
         self.dispatcher = Dispatcher(url, self.id, s, self.book, self.clock, link,
                                      on_cancel_all=self.keeper.renew_soon)
-        self.recorder = Recorder(self.book, link("recorder", wait=self._give_up.wait),
-                                 self.id, stopping=self._give_up.is_set)
+        recording = link("recorder", setup=prepare, wait=self._give_up.wait)
+        self.recorder = Recorder(self.book, recording, self.id, stopping=self._give_up.is_set)
         self.printer = Printer(self.book, self.clock, self.out, on_broken=self.fail)
 
     @property

@@ -23,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
+
 from fizzbuzz_cli import claims
 from fizzbuzz_cli.errors import first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
@@ -33,6 +35,16 @@ log = logging.getLogger("fizz.worker")
 BATCH = 1000  # runs per record statement at most
 MARGIN = 0.001  # seconds of slack beyond the expected statement time
 COALESCE = 0.002  # seconds: lines due this close to the first share its statement
+
+
+def prepare(conn: psycopg.Connection) -> None:
+    """The setup of the recorder's connection. On a server that acknowledges commits before
+    they are on disk (synchronous_commit off), it asks for durable commits: a record lost
+    in a crash after its line was printed would let the task run again. And it runs an
+    empty record, so that the first real one finds its plan and catalogs warm."""
+    if conn.execute("SELECT current_setting('synchronous_commit')").fetchone() == ("off",):
+        conn.execute("SET synchronous_commit = on")
+    claims.record_runs(conn, "", [])
 
 
 class StatementTime:
@@ -77,9 +89,7 @@ class Recorder(threading.Thread):
                     if wait is not None and wait <= 0:
                         break
                     book.cond.wait(wait)
-                now = time.time()
-                until = now + MARGIN + self.expected(1) * 2 + COALESCE
-                jobs = book.take_for_record(until, BATCH)
+                jobs = book.take_for_record(time.time(), COALESCE, BATCH)
             if jobs:
                 self._record(jobs)
 

@@ -292,3 +292,25 @@ def test_batch_plans_look_ids_up_by_primary_key_whatever_the_statistics(
         f"EXPLAIN EXECUTE batch({', '.join(values[n] for n in used)})"))
     assert "Index Scan using tasks_pkey on tasks" in plan, plan
     assert "Seq Scan on tasks" not in plan, plan
+
+
+def test_records_are_durable_even_where_commits_are_not(database: str) -> None:
+    """A server that acknowledges commits before writing them (synchronous_commit off) could
+    lose a record in a crash after its line was printed; the recorder's connection asks for
+    durable commits whatever the server's default."""
+    from fizzbuzz_cli.link import Link, Outage, Timeouts
+    from fizzbuzz_cli.worker.recorder import prepare
+
+    name = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
+            psycopg.sql.Identifier(name)))
+    link = Link(database, "recorder", Timeouts.for_lease(10), Outage(), setup=prepare)
+    plain = Link(database, "other", Timeouts.for_lease(10), Outage())
+    try:
+        show = "SELECT current_setting('synchronous_commit')"
+        assert link.run(lambda conn: conn.execute(show).fetchone()) == ("on",)
+        assert plain.run(lambda conn: conn.execute(show).fetchone()) == ("off",)
+    finally:
+        link.close()
+        plain.close()

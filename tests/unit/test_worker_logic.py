@@ -67,7 +67,7 @@ def test_a_job_goes_from_claim_to_print() -> None:
     due = time.time() - 1
     book.add(claim_batch(Claim(1, FIZZBUZZ, due, 1), Claim(2, FIZZBUZZ, due + 60, 1)), 0.0)
     assert len(book) == 2 and book.cutoff is not None
-    [job] = book.take_for_record(time.time(), limit=10)  # only what fires by then
+    [job] = book.take_for_record(time.time(), slack=0.002, limit=10)  # not the later one
     assert job.id == 1 and job.state is State.RECORDING
     held, cutoff = book.held()
     assert {c.id for c in held} == {1, 2} and cutoff == book.cutoff
@@ -82,7 +82,7 @@ def test_lost_and_deleted_jobs_are_dropped_only_while_pending() -> None:
     due = time.time() - 1
     claims = [Claim(i, FIZZ, due, 1) for i in (1, 2, 3)]
     book.add(claim_batch(*claims), 0.0)
-    recording = book.take_for_record(time.time(), limit=1)
+    recording = book.take_for_record(time.time(), slack=0.0, limit=1)
     assert [job.id for job in recording] == [1]
     # 1 is being recorded: its record decides. 2 and 3 were PENDING: lost.
     assert sorted(job.id for job in book.lost(claims)) == [2, 3]
@@ -129,19 +129,34 @@ def test_record_time_leaves_room_for_the_statement_and_for_a_backlog() -> None:
 def test_take_for_record_coalesces_lines_due_close_together() -> None:
     book = JobBook()
     now = time.time()
-    book.add(claim_batch(*[Claim(i, FIZZBUZZ, now + i * 0.001, 1) for i in range(1, 6)],
+    book.add(claim_batch(*[Claim(i, FIZZBUZZ, now + 1 + i * 0.001, 1) for i in range(1, 6)],
                          at=now - 1), 0.0)
-    taken = book.take_for_record(now + 0.0025, limit=10)
+    # Recording ahead of time: what fires within the slack of the first line.
+    taken = book.take_for_record(now, slack=0.0015, limit=10)
     assert [job.id for job in taken] == [1, 2]
-    assert [job.id for job in book.take_for_record(now, limit=2)] == [3]  # at least one
+    assert [job.id for job in book.take_for_record(now, slack=1.0, limit=2)] == [3, 4]
     book.retry(taken)
-    assert [job.id for job in book.take_for_record(now + 1, limit=10)] == [1, 2, 4, 5]
+    # Behind time: everything due by now, and the slack after it.
+    assert [job.id for job in book.take_for_record(now + 1.003, slack=0.0,
+                                                   limit=10)] == [1, 2]
+    assert [job.id for job in book.take_for_record(now + 1.0, slack=0.0, limit=10)] == [5]
+
+
+def test_lines_due_at_one_instant_are_recorded_together() -> None:
+    book = JobBook()
+    fire = time.time() + 10
+    book.add(claim_batch(*[Claim(i, FIZZBUZZ, fire, 1) for i in range(1, 2501)],
+                         at=fire - 1), 0.0)
+    sizes = []
+    while taken := book.take_for_record(fire - 0.1, slack=0.002, limit=1000):
+        sizes.append(len(taken))
+    assert sizes == [1000, 1000, 500]
 
 
 def test_waiting_for_records_to_settle() -> None:
     book = JobBook()
     book.add(claim_batch(Claim(1, FIZZ, 0, 1)), 0.0)
-    taken = book.take_for_record(time.time(), limit=1)
+    taken = book.take_for_record(time.time(), slack=0.0, limit=1)
     assert book.wait_settled(0.05) is False
     book.settle(taken, recorded={1})
     assert book.wait_settled(0.05) is True

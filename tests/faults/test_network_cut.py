@@ -1,0 +1,88 @@
+"""Hosts cut off from the network (their link taken down at the bridge), with workers on
+them: nothing is printed twice, nothing is left behind, the cut is noticed within a third
+of the lease and the worker is back within 2 s of the network."""
+
+from __future__ import annotations
+
+import time
+
+from harness.cluster import Cluster
+
+LEASE = 10.0
+
+
+def test_one_host_cut_for_30_s(cluster: Cluster) -> None:
+    hosts = [cluster.host() for _ in range(3)]
+    crew = [cluster.worker(f"w{i}", host=host) for i, host in enumerate(hosts, 1)]
+    cluster.add("Fizz", delay=1, n=300, spread=25)
+    cluster.add("Buzz", delay=1, n=300, spread=25)
+    time.sleep(4)
+    cut_at = time.time()
+    cluster.network.cut(hosts[0])
+    noticed = crew[0].wait_log("lost the database", timeout=10, after=cut_at)
+    time.sleep(max(0.0, cut_at + 30 - time.time()))
+    cluster.network.restore(hosts[0])
+    restored_at = time.time()
+    back = crew[0].wait_log("the database is back", timeout=10, after=restored_at)
+    later = set(cluster.add("Fizz", delay=1, n=60, spread=5))
+    verdict = cluster.finish(timeout=90)
+    assert verdict.ok, verdict.summary() + cluster.logs()[-5000:]
+    assert verdict.printed == 660
+    assert noticed - cut_at <= LEASE / 3 + 0.5, f"the cut was noticed after {noticed - cut_at} s"
+    assert back - restored_at <= 2.0, f"back {back - restored_at} s after the network"
+    # Logged once each: the cut and the recovery.
+    log = crew[0].log()
+    assert log.count("WARNING lost the database") == 1 and log.count("the database is back") == 1, log
+    # It claims again at once: tasks added after the restore run on it too.
+    assert any(int(text.split()[1]) in later for text in crew[0].lines()), crew[0].log()
+    # Lateness: no worse than the cut's length plus a lease plus a few seconds.
+    assert verdict.late() <= 30 + LEASE + 5, verdict.summary()
+
+
+def test_claims_held_by_a_cut_worker_run_elsewhere_once(cluster: Cluster) -> None:
+    hosts = [cluster.host() for _ in range(3)]
+    holder = cluster.worker("w1", host=hosts[0])
+    buzz = cluster.add("Buzz", delay=1, n=50)
+    deadline = time.monotonic() + 10
+    while cluster.statuses() != {"Claimed": 50}:
+        assert time.monotonic() < deadline, cluster.statuses()
+        time.sleep(0.05)
+    others = [cluster.worker(f"w{i}", host=host) for i, host in enumerate(hosts[1:], 2)]
+    cluster.network.cut(hosts[0])  # before any of the 50 Buzz lines is due
+    cut_at = time.time()
+    time.sleep(30)
+    cluster.network.restore(hosts[0])
+    holder.wait_log("the database is back", timeout=10, after=cut_at)
+    verdict = cluster.finish(timeout=30)
+    assert verdict.ok, verdict.summary() + cluster.logs()[-5000:]
+    assert holder.lines() == []  # it could not record them, so it never printed them
+    ran = sorted(int(text.split()[1]) for w in others for text in w.lines())
+    assert ran == buzz
+    # Back on the network, it finds the runs were someone else's and drops them.
+    assert holder.log().count("dropped task") == 50, holder.log()
+    assert cluster.sql("SELECT min(attempts), max(attempts) FROM tasks") == [(2, 2)]
+
+
+def test_every_host_cut_for_15_s(cluster: Cluster) -> None:
+    hosts = [cluster.host() for _ in range(3)]
+    crew = [cluster.worker(f"w{i}", host=host) for i, host in enumerate(hosts, 1)]
+    cluster.add("Fizz", delay=1, n=200, spread=30)
+    cluster.add("Buzz", delay=1, n=100, spread=30)
+    cluster.add("FizzBuzz", delay=1, n=300, spread=30)
+    time.sleep(5)
+    for host in hosts:
+        cluster.network.cut(host)
+    time.sleep(15)
+    for host in hosts:
+        cluster.network.restore(host)
+    verdict = cluster.finish(timeout=90)
+    assert verdict.ok, verdict.summary() + cluster.logs()[-5000:]
+    assert verdict.printed == 600
+    logs = cluster.logs()
+    assert "deadlock" not in logs and "Traceback" not in logs, logs[-5000:]
+    # Nobody reaped anything: every holder came back and renewed (no one could watch the
+    # database for a lease while every host was cut, and after, the holders renewed first).
+    assert "whose lease ran out" not in logs, logs[-5000:]
+    assert verdict.late() <= 15 + LEASE + 5, verdict.summary()
+    for worker in crew:
+        assert worker.log().count("WARNING lost the database") == 1, worker.log()
