@@ -51,3 +51,13 @@ class SchemaMissing(FizzError):
 
 class EmbeddedServerError(FizzError):
     """The embedded PostgreSQL could not be set up, started or stopped."""
+
+
+class ScheduleNotFound(FizzError):
+    """No schedule has this id (or it was deleted)."""
+
+    http_status = 404
+
+    def __init__(self, schedule_id: int) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = schedule_id
