@@ -107,18 +107,20 @@ DUE_SCHEDULES = f"""
     LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED"""
 
-# One statement per schedule and pass (so one wake-up notification from the insert trigger);
-# an occurrence that is already a task is left alone.
+# One statement for a whole batch of schedules (so one wake-up notification from the insert
+# trigger); an occurrence that is already a task is left alone.
 INSERT_OCCURRENCES = """
     INSERT INTO tasks (tasktype, status, time, schedule_id, occurrence)
-    SELECT %(type)s, 'Waiting', o, %(id)s, o FROM unnest(%(times)s::timestamptz[]) AS o
-    ON CONFLICT (schedule_id, occurrence) WHERE schedule_id IS NOT NULL DO NOTHING
-    RETURNING id"""
+    SELECT kind, 'Waiting', o, id, o
+    FROM unnest(%(types)s::text[], %(ids)s::int[], %(times)s::timestamptz[]) AS u(kind, id, o)
+    ON CONFLICT (schedule_id, occurrence) WHERE schedule_id IS NOT NULL DO NOTHING"""
 
-# Moves the pointer past what this pass inserted (the row is held: no one else moves it).
-ADVANCE_SCHEDULE = """
-    UPDATE fizz_schedules SET next_at = %(next)s, last_occurrence = %(last)s
-    WHERE id = %(id)s"""
+# Moves the pointers past what this pass inserted (the rows are held: no one else moves them).
+ADVANCE_SCHEDULES = """
+    UPDATE fizz_schedules AS s SET next_at = u.next, last_occurrence = u.last
+    FROM unnest(%(ids)s::int[], %(next)s::timestamptz[], %(last)s::timestamptz[])
+         AS u(id, next, last)
+    WHERE s.id = u.id"""
 
 # A schedule this host cannot read (its zone is missing here) waits for the next attempt.
 POSTPONE_SCHEDULE = """
@@ -234,7 +236,7 @@ def create_schedule(conn: psycopg.Connection, spec: ScheduleSpec,
         with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
             created = cur.execute(INSERT_SCHEDULE, params).fetchone()
         assert created is not None
-        _materialise_one(conn, created, first, now, MATERIALISE_AHEAD)
+        _apply(conn, [_plan(created, first, now, MATERIALISE_AHEAD)])
         conn.execute(NOTIFY_SCHEDULES, [created.id])
         return get_schedule(conn, created.id)
 
@@ -283,7 +285,7 @@ def resume_schedule(conn: psycopg.Connection, schedule_id: int,
         with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
             resumed = cur.execute(RESUME_SCHEDULE, [schedule_id]).fetchone()
         assert resumed is not None
-        _materialise_one(conn, resumed, first, now, MATERIALISE_AHEAD)
+        _apply(conn, [_plan(resumed, first, now, MATERIALISE_AHEAD)])
         conn.execute(NOTIFY_SCHEDULES, [schedule_id])
         return get_schedule(conn, schedule_id)
 
@@ -357,17 +359,17 @@ def materialise(
     while True:
         with conn.transaction():
             due = conn.execute(DUE_SCHEDULES, {"horizon": horizon, "limit": batch}).fetchall()
+            plans = []
             for row in due:
                 try:
                     schedule = schedule_from_row(row)
                 except BadInput as exc:
                     _postpone(conn, row[0], now, exc)
                     continue
-                inserted, missed = _materialise_one(conn, schedule, schedule.next_at, now, ahead)
-                report.schedules += 1
-                report.inserted += inserted
-                if missed is not None:
-                    report.missed.append(missed)
+                plans.append(_plan(schedule, schedule.next_at, now, ahead))
+            report.schedules += len(plans)
+            report.inserted += _apply(conn, plans)
+            report.missed.extend(p.missed for p in plans if p.missed is not None)
         if len(due) < batch:
             break
     row = conn.execute(NEXT_DUE).fetchone()
@@ -377,13 +379,20 @@ def materialise(
     return report
 
 
-def _materialise_one(
-    conn: psycopg.Connection, schedule: Schedule, pointer: datetime | None, now: datetime,
-    ahead: float,
-) -> tuple[int, Missed | None]:
-    """Insert one schedule's occurrences from `pointer` (the first not yet materialised):
-    the missed ones its policy keeps, those due within `ahead`, and the next after those;
-    then move its pointer. The caller holds the schedule's row."""
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one pass does to one schedule: the occurrences to insert, and its new pointer."""
+
+    schedule: Schedule
+    times: list[datetime]
+    next_at: datetime | None
+    last: datetime | None
+    missed: Missed | None
+
+
+def _plan(schedule: Schedule, pointer: datetime | None, now: datetime, ahead: float) -> _Plan:
+    """One schedule's occurrences from `pointer` (the first not yet materialised): the missed
+    ones its policy keeps, those due within `ahead`, and the next one after those."""
     recurrence = schedule.recurrence
     times: list[datetime] = []
     missed = None
@@ -400,13 +409,28 @@ def _materialise_one(
     if pointer is not None:  # the next occurrence is in the table ahead of its time
         times.append(pointer)
         pointer = recurrence.next_after(pointer)
+    last = times[-1] if times else schedule.last_occurrence
+    return _Plan(schedule, times, pointer, last, missed)
+
+
+def _apply(conn: psycopg.Connection, plans: list[_Plan]) -> int:
+    """Insert the plans' occurrences and move their pointers, two statements for the lot;
+    returns how many tasks were inserted. The caller holds the schedules' rows."""
+    if not plans:
+        return 0
+    types, ids, times = [], [], []
+    for plan in plans:
+        types.extend([plan.schedule.task_type.value] * len(plan.times))
+        ids.extend([plan.schedule.id] * len(plan.times))
+        times.extend(plan.times)
     inserted = 0
     if times:
-        inserted = len(conn.execute(INSERT_OCCURRENCES, {
-            "type": schedule.task_type.value, "id": schedule.id, "times": times}).fetchall())
-    last = times[-1] if times else schedule.last_occurrence
-    conn.execute(ADVANCE_SCHEDULE, {"id": schedule.id, "next": pointer, "last": last})
-    return inserted, missed
+        inserted = conn.execute(INSERT_OCCURRENCES,
+                                {"types": types, "ids": ids, "times": times}).rowcount
+    conn.execute(ADVANCE_SCHEDULES, {"ids": [p.schedule.id for p in plans],
+                                     "next": [p.next_at for p in plans],
+                                     "last": [p.last for p in plans]})
+    return inserted
 
 
 def _postpone(conn: psycopg.Connection, schedule_id: int, now: datetime,

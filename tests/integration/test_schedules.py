@@ -375,8 +375,8 @@ def test_pause_and_delete_wait_for_a_materialiser_mid_pass(database: str, change
         with holder.transaction():
             holder.execute("SELECT 1 FROM fizz_schedules WHERE id = %s FOR NO KEY UPDATE",
                            [created.id])
-            schedules._materialise_one(holder, schedules.get_schedule(holder, created.id),
-                                       at(4), at(10), 2.0)
+            schedule = schedules.get_schedule(holder, created.id)
+            schedules._apply(holder, [schedules._plan(schedule, at(4), at(10), 2.0)])
 
             def run() -> None:
                 with psycopg.connect(database, autocommit=True) as conn:
