@@ -145,7 +145,7 @@ CREATE TABLE IF NOT EXISTS fizz_schedules (
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     deleted_at      TIMESTAMPTZ,                    -- deleted schedules stay, for their history
     next_at         TIMESTAMPTZ,                    -- first occurrence not yet materialised; NULL: none left
-    last_occurrence TIMESTAMPTZ,                    -- latest occurrence materialised
+    last_occurrence TIMESTAMPTZ,                    -- latest materialised; due again 2 s before it
     CHECK (end_at IS NULL OR end_at >= start_at),
     -- A schedule gets its first occurrence in the transaction that creates or resumes it.
     CHECK (next_at IS NULL OR last_occurrence IS NOT NULL)
