@@ -53,6 +53,16 @@ class EmbeddedServerError(FizzError):
     """The embedded PostgreSQL could not be set up, started or stopped."""
 
 
+class ScheduleNotFound(FizzError):
+    """No schedule has this id (or it was deleted)."""
+
+    http_status = 404
+
+    def __init__(self, schedule_id: int) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = schedule_id
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's message on one line (its first), or its type's name when it has none."""
     lines = str(exc).strip().splitlines()
