@@ -123,8 +123,19 @@ RELEASE_CLAIMS = """
 # back orphans: rows Claimed under this worker's name that it does not hold, claimed no
 # later than its last claim whose answer it has read (a claim whose answer was lost when
 # the connection dropped). A later claim may still be in flight, so it is never touched.
+# The same statement keeps the worker's row in fizz_workers fresh, and removes the rows of
+# workers gone for five minutes.
 RENEW_LEASES = """
-    WITH held AS (
+    WITH seen AS (
+        INSERT INTO fizz_workers (id, host, pid, version, started_at, last_seen, lease,
+                                  concurrency, in_flight, ran)
+        VALUES (%(worker)s, %(host)s, %(pid)s, %(version)s, to_timestamp(%(started)s::float8),
+                now(), %(lease)s, %(concurrency)s, %(in_flight)s, %(ran)s)
+        ON CONFLICT (id) DO UPDATE SET last_seen = now(), in_flight = EXCLUDED.in_flight,
+                                       ran = EXCLUDED.ran
+    ), gone AS (
+        DELETE FROM fizz_workers WHERE last_seen < now() - interval '5 minutes'
+    ), held AS (
         SELECT * FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
     ), mine AS (
         SELECT tasks.id FROM tasks JOIN held ON tasks.id = held.id
@@ -314,13 +325,31 @@ def release_claims(conn: psycopg.Connection, worker: str, claims: Iterable[Claim
     return _woken(conn, row)
 
 
-def renew_leases(conn: psycopg.Connection, worker: str, claims: Iterable[Claim], *,
-                 lease: float, cutoff: float | None) -> Renewal:
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """What a worker says of itself in fizz_workers."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started: float  # epoch seconds
+    lease: float
+    concurrency: int
+    in_flight: int = 0
+    ran: int = 0
+
+
+def renew_leases(conn: psycopg.Connection, worker: WorkerInfo, claims: Iterable[Claim], *,
+                 cutoff: float | None) -> Renewal:
     """Extend the leases of exactly these claims; hand back this worker's orphans claimed
-    no later than `cutoff` (database epoch; None: hand back nothing)."""
+    no later than `cutoff` (database epoch; None: hand back nothing); refresh the worker's
+    row in fizz_workers."""
     ordered = sorted(claims, key=lambda c: c.id)
     row = conn.execute(RENEW_LEASES, {
-        "worker": worker, "lease": lease,
+        "worker": worker.id, "lease": worker.lease, "host": worker.host, "pid": worker.pid,
+        "version": worker.version, "started": worker.started,
+        "concurrency": worker.concurrency, "in_flight": worker.in_flight, "ran": worker.ran,
         "ids": [c.id for c in ordered], "attempts": [c.attempt for c in ordered],
         "cutoff": cutoff if cutoff is not None else -math.inf,
     }).fetchone()
@@ -379,6 +408,14 @@ def _woken(conn: psycopg.Connection, row: tuple | None) -> int:  # type: ignore[
     if count:
         conn.execute(NOTIFY_WAITING, [repr(earliest)])
     return int(count)
+
+
+# A worker that stops takes its row out of fizz_workers.
+FORGET_WORKER = "DELETE FROM fizz_workers WHERE id = %s"
+
+
+def forget_worker(conn: psycopg.Connection, worker: str) -> None:
+    conn.execute(FORGET_WORKER, [worker])
 
 
 # How many tasks wait, and the earliest: what a draining worker leaves for later. Reads the

@@ -121,6 +121,23 @@ UPDATE tasks SET claimed_at = coalesce(claimed_at, now()), renewed_at = now(),
                  lease_until = now() + interval '60 seconds'
 WHERE status = 'Claimed' AND lease_until IS NULL;
 
+-- ---------------------------------------------------------------------- workers
+-- Every `fizz work` keeps a row here, refreshed by its lease keeper's renewal statement (no
+-- extra round trip), deleted when it stops; rows of workers gone for 5 minutes are removed
+-- by the others. A worker is alive while last_seen is within its lease.
+CREATE TABLE IF NOT EXISTS fizz_workers (
+    id          TEXT PRIMARY KEY,          -- host:pid:random, as in tasks.worker
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    version     TEXT NOT NULL,
+    started_at  TIMESTAMPTZ NOT NULL,
+    last_seen   TIMESTAMPTZ NOT NULL,
+    lease       REAL NOT NULL,             -- seconds
+    concurrency INTEGER NOT NULL,
+    in_flight   INTEGER NOT NULL DEFAULT 0,
+    ran         BIGINT NOT NULL DEFAULT 0
+);
+
 -- ---------------------------------------------------------------------- recurring tasks
 -- A schedule is a row; each occurrence becomes an ordinary task (so workers run it on time,
 -- exactly once), marked with its schedule and occurrence time. The materialiser

@@ -8,6 +8,7 @@ statement hands back rows Claimed under this worker's name that it does not hold
 were claimed no later than the last claim it read back (a claim whose answer was lost when
 the connection dropped): nothing of this worker's stays Claimed without a job behind it.
 
+The renewal also keeps the worker's row in fizz_workers fresh (what it holds and has run).
 Between renewals it ticks the reaper (see fizzbuzz_cli.reaper) a few times a second; every
 statement on this connection is an observation of the database for it.
 
@@ -20,6 +21,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
+
+import psycopg
 
 from fizzbuzz_cli import claims
 from fizzbuzz_cli.errors import first_line
@@ -37,9 +41,10 @@ def reap_interval(lease: float) -> float:
 
 
 class Keeper(threading.Thread):
-    def __init__(self, book: JobBook, link: Link, worker: str, lease: float) -> None:
+    def __init__(self, book: JobBook, link: Link, describe: Callable[[], claims.WorkerInfo],
+                 lease: float) -> None:
         super().__init__(name="fizz-keeper", daemon=True)
-        self.book, self.link, self.worker, self.lease = book, link, worker, lease
+        self.book, self.link, self.describe, self.lease = book, link, describe, lease
         self.reaper = Reaper(reap_interval(lease))
         self.reaping = True  # a stopping worker stops handing back others' claims
         self._soon = threading.Event()
@@ -74,12 +79,9 @@ class Keeper(threading.Thread):
                 pause = self.reaper.interval
             self._soon.wait(min(pause, max(next_renewal - time.monotonic(), 0.0)))
 
-    def _renew(self, conn: object) -> None:
+    def _renew(self, conn: psycopg.Connection) -> None:
         held, cutoff = self.book.held()
-        if not held and cutoff is None:
-            return
-        renewal = claims.renew_leases(conn, self.worker, held,  # type: ignore[arg-type]
-                                      lease=self.lease, cutoff=cutoff)
+        renewal = claims.renew_leases(conn, self.describe(), held, cutoff=cutoff)
         self.reaper.observe(renewal.at)
         lost = [claim for claim in held if claim.id not in renewal.held]
         for job in self.book.lost(lost):

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TextIO
 
-from fizzbuzz_cli import claims
+from fizzbuzz_cli import __version__, claims
 from fizzbuzz_cli.config import WorkerSettings
 from fizzbuzz_cli.errors import first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
@@ -39,7 +39,8 @@ class Worker:
                  out: TextIO | None = None) -> None:
         self.settings = s = settings or WorkerSettings()
         self.out = out or sys.stdout
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.host, self.pid, self.started = socket.gethostname(), os.getpid(), time.time()
+        self.id = f"{self.host}:{self.pid}:{secrets.token_hex(3)}"
         self.failure: str | None = None  # set when the worker must stop with an error
         self.stopping = False  # first signal: take no new task
         self.immediate = False  # second signal: hand back everything now
@@ -55,7 +56,7 @@ class Worker:
 
         self.clock = DbClock()
         self.book = JobBook(on_freed=self._wake)
-        self.keeper = Keeper(self.book, link("keeper"), self.id, s.lease)
+        self.keeper = Keeper(self.book, link("keeper"), self.describe, s.lease)
         self.dispatcher = Dispatcher(url, self.id, s, self.book, self.clock, link,
                                      on_cancel_all=self.keeper.renew_soon)
         recording = link("recorder", setup=prepare, wait=self._give_up.wait)
@@ -65,6 +66,12 @@ class Worker:
     @property
     def ran(self) -> int:
         return self.book.printed
+
+    def describe(self) -> claims.WorkerInfo:
+        """This worker as fizz_workers shows it (called by the keeper at each renewal)."""
+        s = self.settings
+        return claims.WorkerInfo(self.id, self.host, self.pid, __version__, self.started,
+                                 s.lease, s.concurrency, len(self.book), self.ran)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -184,6 +191,7 @@ class Worker:
             self._wait_printed()
         book.close()
         self._give_up.set()
+        self._with_deadline(lambda conn: claims.forget_worker(conn, self.id))
         self.printer.join(timeout=5)
         self.recorder.join(timeout=5)
         self.recorder.link.close()

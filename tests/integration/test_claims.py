@@ -32,6 +32,11 @@ def db_now(conn: psycopg.Connection) -> float:
     return conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
 
 
+def info(worker: str, lease: float = 30.0, **more: object) -> claims.WorkerInfo:
+    return claims.WorkerInfo(worker, "host", 1234, "0.0", time.time() - 60, lease, 100,
+                             **more)  # type: ignore[arg-type]
+
+
 def runs(batch: claims.ClaimBatch) -> list[Run]:
     return [Run(c, max(c.due, batch.at)) for c in batch.claims]
 
@@ -184,7 +189,7 @@ def test_renewal_renews_exactly_the_claims_given(conn: psycopg.Connection) -> No
     one, two, three, _ = batch.claims
     conn.execute("DELETE FROM tasks WHERE id = 2")
     conn.execute("UPDATE tasks SET attempts = 5 WHERE id = 3")  # re-claimed meanwhile
-    renewal = claims.renew_leases(conn, "w1", [one, two, three], lease=60, cutoff=None)
+    renewal = claims.renew_leases(conn, info("w1", lease=60), [one, two, three], cutoff=None)
     assert renewal.held == {1} and renewal.released == []
     leases = dict(conn.execute("SELECT id, lease_until - now() > interval '55 seconds' "
                                "FROM tasks WHERE status = 'Claimed'").fetchall())
@@ -198,13 +203,26 @@ def test_renewal_hands_back_orphans_claimed_up_to_the_cutoff(conn: psycopg.Conne
     time.sleep(0.01)
     second = claims.claim_due(conn, "w1", ahead=0, limit=1, lease=30)  # id 3: in flight
     held = first.claims[:1]  # the worker knows of 1; the answer about 2 was lost
-    renewal = claims.renew_leases(conn, "w1", held, lease=30, cutoff=first.at)
+    renewal = claims.renew_leases(conn, info("w1"), held, cutoff=first.at)
     assert renewal.held == {1} and renewal.released == [2]
     assert rows(conn, "id, status") == [(1, "Claimed"), (2, "Waiting"), (3, "Claimed")]
     # Once the worker has read claim 3's answer, it is no orphan either.
-    renewal = claims.renew_leases(conn, "w1", [*held, *second.claims], lease=30,
+    renewal = claims.renew_leases(conn, info("w1"), [*held, *second.claims],
                                   cutoff=second.at)
     assert renewal.held == {1, 3} and renewal.released == []
+
+
+def test_renewal_keeps_the_workers_row_fresh(conn: psycopg.Connection) -> None:
+    claims.renew_leases(conn, info("w1", in_flight=3, ran=10), [], cutoff=None)
+    claims.renew_leases(conn, info("w2"), [], cutoff=None)
+    conn.execute("UPDATE fizz_workers SET last_seen = now() - interval '6 minutes' "
+                 "WHERE id = 'w2'")  # gone long ago
+    claims.renew_leases(conn, info("w1", in_flight=1, ran=12), [], cutoff=None)
+    assert conn.execute("SELECT id, host, pid, lease, concurrency, in_flight, ran, "
+                        "last_seen > started_at FROM fizz_workers").fetchall() == [
+        ("w1", "host", 1234, 30.0, 100, 1, 12, True)]
+    claims.forget_worker(conn, "w1")
+    assert conn.execute("SELECT count(*) FROM fizz_workers").fetchone() == (0,)
 
 
 # ---------------------------------------------------------------------------- reaping
@@ -277,15 +295,20 @@ def test_batch_plans_look_ids_up_by_primary_key_whatever_the_statistics(
     conn.execute("INSERT INTO tasks (tasktype, status, time, worker, attempts, lease_until) "
                  "SELECT 'FizzBuzz', 'Claimed', now(), 'w1', 1, now() + interval '1 minute' "
                  "FROM generate_series(1, 5000)")
-    names = ["ids", "attempts", "starts", "durations", "worker", "lease", "cutoff"]
+    names = ["ids", "attempts", "starts", "durations", "worker", "lease", "cutoff", "host",
+             "pid", "version", "started", "concurrency", "in_flight", "ran"]
     text = getattr(claims, query)
     used = [name for name in names if f"%({name})s" in text]
     for number, name in enumerate(used, 1):
         text = text.replace(f"%({name})s", f"${number}")
     types = {"ids": "int[]", "attempts": "int[]", "starts": "float8[]",
-             "durations": "float8[]", "worker": "text", "lease": "float8", "cutoff": "float8"}
+             "durations": "float8[]", "worker": "text", "lease": "float8", "cutoff": "float8",
+             "host": "text", "pid": "int", "version": "text", "started": "float8",
+             "concurrency": "int", "in_flight": "int", "ran": "bigint"}
     values = {"ids": "'{1,2,3}'", "attempts": "'{1,1,1}'", "starts": "'{0,0,0}'",
-              "durations": "'{0,0,0}'", "worker": "'w1'", "lease": "10", "cutoff": "0"}
+              "durations": "'{0,0,0}'", "worker": "'w1'", "lease": "10", "cutoff": "0",
+              "host": "'h'", "pid": "1", "version": "'0'", "started": "0",
+              "concurrency": "1", "in_flight": "0", "ran": "0"}
     conn.execute(f"PREPARE batch ({', '.join(types[n] for n in used)}) AS {text}")
     conn.execute("SET plan_cache_mode = force_generic_plan")
     plan = "\n".join(row[0] for row in conn.execute(
