@@ -63,22 +63,21 @@ CLAIM_DUE = """
 # batch (right after a burst of claims, the statistics of the partial index on claimed rows
 # can say "1 row" where there are thousands, and a nested loop over it took a second).
 RECORD_RUNS = """
-    WITH batch AS (
-        SELECT * FROM unnest(%(ids)s::int[], %(attempts)s::int[], %(starts)s::float8[],
-                             %(durations)s::float8[]) AS b(id, attempt, start, duration)
-    ), held AS (
-        SELECT tasks.id FROM tasks JOIN batch ON tasks.id = batch.id
-        WHERE tasks.attempts = batch.attempt
+    WITH held AS (
+        SELECT tasks.id, b.start, b.duration FROM tasks
+        JOIN unnest(%(ids)s::int[], %(attempts)s::int[], %(starts)s::float8[],
+                    %(durations)s::float8[]) AS b(id, attempt, start, duration)
+          ON tasks.id = b.id
+        WHERE tasks.attempts = b.attempt
           AND tasks.worker IS NOT DISTINCT FROM %(worker)s
           AND tasks.status IS NOT DISTINCT FROM 'Claimed'
         ORDER BY tasks.id
         FOR UPDATE OF tasks
     )
     UPDATE tasks SET status = 'Complete', completed_at = now(), lease_until = NULL,
-                     started_at = greatest(to_timestamp(batch.start),
-                                           now() - batch.duration * interval '1 second')
-    FROM held JOIN batch ON batch.id = held.id
-    WHERE tasks.id = held.id
+                     started_at = greatest(to_timestamp(held.start),
+                                           now() - held.duration * interval '1 second')
+    FROM held WHERE tasks.id = held.id
     RETURNING tasks.id"""
 
 # After a record whose answer was lost or incomplete: which of these runs are recorded as
@@ -105,15 +104,21 @@ UNRECORD_RUNS = """
     )
     SELECT count(*), extract(epoch FROM min(time))::float8 FROM undone"""
 
-# Hands claims back to Waiting (a stopping worker's unstarted tasks), fenced like a record.
+# Hands claims back to Waiting (a stopping worker's unstarted tasks), fenced like a record,
+# locking in id order like every statement that changes a batch of claims.
 RELEASE_CLAIMS = """
-    WITH released AS (
-        UPDATE tasks SET status = 'Waiting', worker = NULL, claimed_at = NULL,
-                         renewed_at = NULL, lease_until = NULL
-        FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
-        WHERE tasks.id = b.id AND tasks.attempts = b.attempt
+    WITH held AS (
+        SELECT tasks.id FROM tasks
+        JOIN unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt) ON tasks.id = b.id
+        WHERE tasks.attempts = b.attempt
           AND tasks.worker IS NOT DISTINCT FROM %(worker)s
           AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+        ORDER BY tasks.id
+        FOR UPDATE OF tasks
+    ), released AS (
+        UPDATE tasks SET status = 'Waiting', worker = NULL, claimed_at = NULL,
+                         renewed_at = NULL, lease_until = NULL
+        FROM held WHERE tasks.id = held.id
         RETURNING tasks.time
     )
     SELECT count(*), extract(epoch FROM min(time))::float8 FROM released"""
@@ -135,10 +140,10 @@ RENEW_LEASES = """
                                        ran = EXCLUDED.ran
     ), gone AS (
         DELETE FROM fizz_workers WHERE last_seen < now() - interval '5 minutes'
-    ), held AS (
-        SELECT * FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
     ), mine AS (
-        SELECT tasks.id FROM tasks JOIN held ON tasks.id = held.id
+        SELECT tasks.id FROM tasks
+        JOIN unnest(%(ids)s::int[], %(attempts)s::int[]) AS held(id, attempt)
+          ON tasks.id = held.id
         WHERE tasks.attempts = held.attempt
           AND tasks.worker IS NOT DISTINCT FROM %(worker)s
           AND tasks.status IS NOT DISTINCT FROM 'Claimed'

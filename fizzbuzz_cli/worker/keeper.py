@@ -30,6 +30,7 @@ from fizzbuzz_cli.errors import first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 from fizzbuzz_cli.reaper import Reaper
 from fizzbuzz_cli.worker.book import JobBook
+from fizzbuzz_cli.worker.thread import WorkerThread
 
 log = logging.getLogger("fizz.worker")
 
@@ -40,10 +41,10 @@ def reap_interval(lease: float) -> float:
     return min(0.5, lease / 6)
 
 
-class Keeper(threading.Thread):
+class Keeper(WorkerThread):
     def __init__(self, book: JobBook, link: Link, describe: Callable[[], claims.WorkerInfo],
-                 lease: float) -> None:
-        super().__init__(name="fizz-keeper", daemon=True)
+                 lease: float, on_crash: Callable[[str], None]) -> None:
+        super().__init__("fizz-keeper", on_crash)
         self.book, self.link, self.describe, self.lease = book, link, describe, lease
         self.reaper = Reaper(reap_interval(lease))
         self.reaping = True  # a stopping worker stops handing back others' claims
@@ -59,7 +60,7 @@ class Keeper(threading.Thread):
         self.join(timeout=10)
         self.link.close()
 
-    def run(self) -> None:
+    def work(self) -> None:
         next_renewal = 0.0
         while not self._closing.is_set():
             try:

@@ -56,11 +56,12 @@ class Worker:
 
         self.clock = DbClock()
         self.book = JobBook(on_freed=self._wake)
-        self.keeper = Keeper(self.book, link("keeper"), self.describe, s.lease)
+        self.keeper = Keeper(self.book, link("keeper"), self.describe, s.lease, self.fail)
         self.dispatcher = Dispatcher(url, self.id, s, self.book, self.clock, link,
                                      on_cancel_all=self.keeper.renew_soon)
         recording = link("recorder", setup=prepare, wait=self._give_up.wait)
-        self.recorder = Recorder(self.book, recording, self.id, stopping=self._give_up.is_set)
+        self.recorder = Recorder(self.book, recording, self.id, stopping=self._give_up.is_set,
+                                 on_crash=self.fail)
         self.printer = Printer(self.book, self.clock, self.out, on_broken=self.fail)
 
     @property

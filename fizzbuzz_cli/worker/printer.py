@@ -8,26 +8,26 @@ Threading: one thread; owns nothing but its output stream.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
 
 from fizzbuzz_cli.worker.book import Job, JobBook
 from fizzbuzz_cli.worker.clock import DbClock
+from fizzbuzz_cli.worker.thread import WorkerThread
 
 
-class Printer(threading.Thread):
+class Printer(WorkerThread):
     def __init__(self, book: JobBook, clock: DbClock, out: TextIO,
                  on_broken: Callable[[str], None]) -> None:
-        super().__init__(name="fizz-printer", daemon=True)
+        super().__init__("fizz-printer", on_broken)
         self.book, self.clock, self.out, self.on_broken = book, clock, out, on_broken
         self.broken = False
 
-    def run(self) -> None:
+    def work(self) -> None:
         book = self.book
         while True:
-            with book.cond:
+            with book.printer_wake:
                 while True:
                     if book.closed or self.broken:
                         return
@@ -35,7 +35,7 @@ class Printer(threading.Thread):
                     wait = None if first is None else first - time.time()
                     if wait is not None and wait <= 0:
                         break
-                    book.cond.wait(wait)
+                    book.printer_wake.wait(wait)
                 ready = book.take_printable(time.time())
             self._print(ready)
 

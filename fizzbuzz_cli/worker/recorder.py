@@ -19,7 +19,6 @@ Threading: one thread, with its own connection (a Link); shares only the book.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -29,6 +28,7 @@ from fizzbuzz_cli import claims
 from fizzbuzz_cli.errors import first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 from fizzbuzz_cli.worker.book import Job, JobBook
+from fizzbuzz_cli.worker.thread import WorkerThread
 
 log = logging.getLogger("fizz.worker")
 
@@ -69,18 +69,18 @@ def _peak_decay(current: float, sample: float) -> float:
     return sample if sample > current else current * 0.95 + sample * 0.05
 
 
-class Recorder(threading.Thread):
+class Recorder(WorkerThread):
     def __init__(self, book: JobBook, link: Link, worker: str,
-                 stopping: Callable[[], bool]) -> None:
-        super().__init__(name="fizz-recorder", daemon=True)
+                 stopping: Callable[[], bool], on_crash: Callable[[str], None]) -> None:
+        super().__init__("fizz-recorder", on_crash)
         self.book, self.link, self.worker = book, link, worker
         self.stopping = stopping  # an immediate stop: give up on unanswered records
         self.expected = StatementTime()
 
-    def run(self) -> None:
+    def work(self) -> None:
         book = self.book
         while True:
-            with book.cond:
+            with book.recorder_wake:
                 while True:
                     if book.closed:
                         return
@@ -88,7 +88,7 @@ class Recorder(threading.Thread):
                     wait = None if at is None else at - time.time()
                     if wait is not None and wait <= 0:
                         break
-                    book.cond.wait(wait)
+                    book.recorder_wake.wait(wait)
                 jobs = book.take_for_record(time.time(), COALESCE, BATCH)
             if jobs:
                 self._record(jobs)

@@ -57,6 +57,12 @@ def test_an_overdue_job_starts_at_its_claim() -> None:
 # ---------------------------------------------------------------------------- the book
 
 
+def locked(book: JobBook, method: str, *args: object, **kwargs: object) -> object:
+    """Call a method the worker's threads call with the book's lock held."""
+    with book.lock:
+        return getattr(book, method)(*args, **kwargs)
+
+
 def claim_batch(*claims: Claim, at: float | None = None) -> ClaimBatch:
     return ClaimBatch(list(claims), time.time() if at is None else at)
 
@@ -67,12 +73,12 @@ def test_a_job_goes_from_claim_to_print() -> None:
     due = time.time() - 1
     book.add(claim_batch(Claim(1, FIZZBUZZ, due, 1), Claim(2, FIZZBUZZ, due + 60, 1)), 0.0)
     assert len(book) == 2 and book.cutoff is not None
-    [job] = book.take_for_record(time.time(), slack=0.002, limit=10)  # not the later one
+    [job] = locked(book, "take_for_record", time.time(), slack=0.002, limit=10)  # not the later one
     assert job.id == 1 and job.state is State.RECORDING
     held, cutoff = book.held()
     assert {c.id for c in held} == {1, 2} and cutoff == book.cutoff
     assert book.settle([job], recorded={1}) == []
-    assert job.state is State.RECORDED and book.take_printable(time.time()) == [job]
+    assert job.state is State.RECORDED and locked(book, "take_printable", time.time()) == [job]
     book.done([job])
     assert len(book) == 1 and book.printed == 1 and freed == [1]
 
@@ -82,7 +88,7 @@ def test_lost_and_deleted_jobs_are_dropped_only_while_pending() -> None:
     due = time.time() - 1
     claims = [Claim(i, FIZZ, due, 1) for i in (1, 2, 3)]
     book.add(claim_batch(*claims), 0.0)
-    recording = book.take_for_record(time.time(), slack=0.0, limit=1)
+    recording = locked(book, "take_for_record", time.time(), slack=0.0, limit=1)
     assert [job.id for job in recording] == [1]
     # 1 is being recorded: its record decides. 2 and 3 were PENDING: lost.
     assert sorted(job.id for job in book.lost(claims)) == [2, 3]
@@ -115,14 +121,14 @@ def test_record_time_leaves_room_for_the_statement_and_for_a_backlog() -> None:
     book = JobBook()
     fire = time.time() + 30
     book.add(claim_batch(Claim(1, FIZZBUZZ, fire, 1), at=fire - 1), 0.0)
-    one = book.next_record_time(lambda n: 0.002 + 0.00001 * n, limit=1000, margin=0.001)
+    one = locked(book, "next_record_time", lambda n: 0.002 + 0.00001 * n, limit=1000, margin=0.001)
     assert one == pytest.approx(fire - 0.001 - 0.00201, abs=1e-4)
     # 10,000 lines due at the same instant need ten statements, all before that instant.
     book.add(claim_batch(*[Claim(i, FIZZBUZZ, fire, 1) for i in range(2, 10_002)],
                          at=fire - 1), 0.0)
-    many = book.next_record_time(lambda n: 0.002 + 0.00001 * n, limit=1000, margin=0.001)
+    many = locked(book, "next_record_time", lambda n: 0.002 + 0.00001 * n, limit=1000, margin=0.001)
     assert many == pytest.approx(fire - 0.001 - 11 * 0.012, abs=1e-3)
-    assert book.next_record_time(lambda n: 0.0, limit=1000, margin=0.0) == pytest.approx(
+    assert locked(book, "next_record_time", lambda n: 0.0, limit=1000, margin=0.0) == pytest.approx(
         fire, abs=1e-4)
 
 
@@ -132,14 +138,14 @@ def test_take_for_record_coalesces_lines_due_close_together() -> None:
     book.add(claim_batch(*[Claim(i, FIZZBUZZ, now + 1 + i * 0.001, 1) for i in range(1, 6)],
                          at=now - 1), 0.0)
     # Recording ahead of time: what fires within the slack of the first line.
-    taken = book.take_for_record(now, slack=0.0015, limit=10)
+    taken = locked(book, "take_for_record", now, slack=0.0015, limit=10)
     assert [job.id for job in taken] == [1, 2]
-    assert [job.id for job in book.take_for_record(now, slack=1.0, limit=2)] == [3, 4]
+    assert [job.id for job in locked(book, "take_for_record", now, slack=1.0, limit=2)] == [3, 4]
     book.retry(taken)
     # Behind time: everything due by now, and the slack after it.
-    assert [job.id for job in book.take_for_record(now + 1.003, slack=0.0,
+    assert [job.id for job in locked(book, "take_for_record", now + 1.003, slack=0.0,
                                                    limit=10)] == [1, 2]
-    assert [job.id for job in book.take_for_record(now + 1.0, slack=0.0, limit=10)] == [5]
+    assert [job.id for job in locked(book, "take_for_record", now + 1.0, slack=0.0, limit=10)] == [5]
 
 
 def test_lines_due_at_one_instant_are_recorded_together() -> None:
@@ -148,7 +154,7 @@ def test_lines_due_at_one_instant_are_recorded_together() -> None:
     book.add(claim_batch(*[Claim(i, FIZZBUZZ, fire, 1) for i in range(1, 2501)],
                          at=fire - 1), 0.0)
     sizes = []
-    while taken := book.take_for_record(fire - 0.1, slack=0.002, limit=1000):
+    while taken := locked(book, "take_for_record", fire - 0.1, slack=0.002, limit=1000):
         sizes.append(len(taken))
     assert sizes == [1000, 1000, 500]
 
@@ -156,7 +162,7 @@ def test_lines_due_at_one_instant_are_recorded_together() -> None:
 def test_waiting_for_records_to_settle() -> None:
     book = JobBook()
     book.add(claim_batch(Claim(1, FIZZ, 0, 1)), 0.0)
-    taken = book.take_for_record(time.time(), slack=0.0, limit=1)
+    taken = locked(book, "take_for_record", time.time(), slack=0.0, limit=1)
     assert book.wait_settled(0.05) is False
     book.settle(taken, recorded={1})
     assert book.wait_settled(0.05) is True
