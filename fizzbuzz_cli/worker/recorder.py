@@ -18,6 +18,7 @@ Threading: one thread, with its own connection (a Link); shares only the book.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -79,6 +80,8 @@ class Recorder(WorkerThread):
 
     def work(self) -> None:
         book = self.book
+        with contextlib.suppress(LinkDown):  # connect (and warm up) before the first record
+            self.link.open()
         while True:
             with book.recorder_wake:
                 while True:

@@ -86,3 +86,39 @@ def test_every_host_cut_for_15_s(cluster: Cluster) -> None:
     assert verdict.late() <= 15 + LEASE + 5, verdict.summary()
     for worker in crew:
         assert worker.log().count("WARNING lost the database") == 1, worker.log()
+
+
+def test_a_record_whose_answer_is_lost_is_printed_once(cluster: Cluster) -> None:
+    """The network fails while the worker's record commits: the worker cannot know whether
+    it did. Back on the network, it asks again, finds the run recorded as its own, and
+    prints the line, late, once."""
+    cluster.sql("""
+        CREATE FUNCTION slow_record() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF position('started_at = greatest' IN current_query()) > 0 THEN
+                PERFORM pg_sleep(3);
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER slow_record BEFORE UPDATE ON tasks
+            FOR EACH ROW EXECUTE FUNCTION slow_record();""")
+    host = cluster.host()
+    worker = cluster.worker("w1", host=host)
+    fizz, = cluster.add("Fizz", delay=0.5)
+    recording = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                 "AND query LIKE '%started_at = greatest%' AND pid <> pg_backend_pid()")
+    deadline = time.monotonic() + 15
+    while cluster.sql(recording) != [(1,)]:
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.02)
+    cluster.network.cut(host)  # the record is running; its answer will not get through
+    while cluster.sql(recording) != [(0,)]:  # it commits, server side
+        time.sleep(0.05)
+    assert cluster.sql("SELECT status FROM tasks") == [("Complete",)]
+    time.sleep(4)  # longer than the connection's user timeout: the worker gives it up
+    cluster.network.restore(host)
+    worker.wait_for(lambda: worker.lines() == [f"Fizz {fizz}"], 15, "the line")
+    verdict = cluster.finish(timeout=10)
+    assert verdict.ok and verdict.printed == 1, verdict.summary() + worker.log()
+    assert verdict.late() > 3.0  # it came late, but it came
+    assert cluster.sql("SELECT attempts FROM tasks") == [(1,)]
