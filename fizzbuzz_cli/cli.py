@@ -397,6 +397,7 @@ def _stdout_console() -> Console:
     "fizz work --concurrency 100 --lease 30",
     "fizz work --drain        # run what is due, then exit",
     "fizz work --drain --wait # run everything waiting, even later, then exit",
+    "fizz work --metrics-port 9108   # Prometheus metrics of this worker",
 ))
 def work(
     concurrency: Annotated[int, typer.Option(
@@ -416,6 +417,11 @@ def work(
     wait: Annotated[bool, typer.Option(
         "--wait", help="With --drain: also wait for tasks due later; exit once none is "
         "waiting at all.")] = False,
+    metrics_port: Annotated[Optional[int], typer.Option(
+        "--metrics-port", min=0, max=65535, metavar="PORT",
+        help="Serve this worker's Prometheus metrics on http://HOST:PORT/metrics.")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", metavar="HOST", help="Address for --metrics-port.")] = "127.0.0.1",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run due tasks at their time until stopped (Ctrl-C / SIGTERM: finish, hand back, exit 0).
@@ -430,7 +436,8 @@ def work(
     if wait and not drain:
         raise BadInput("--wait goes with --drain (fizz work --drain --wait)")
     settings = WorkerSettings(concurrency=concurrency, lease=lease, grace=grace, ahead=ahead,
-                              drain=drain, drain_wait=wait)
+                              drain=drain, drain_wait=wait, metrics_port=metrics_port,
+                              metrics_host=metrics_host)
     url = config.prepared_database_url(database_url)
     with db.translate_errors():
         worker = Worker(url, settings)

@@ -36,6 +36,8 @@ class WorkerSettings:
     grace: float = 6.0  # on stop, how long running tasks may take to finish
     drain: bool = False  # stop once nothing is due or in flight
     drain_wait: bool = False  # with drain: also wait for tasks due later
+    metrics_port: int | None = None  # serve Prometheus text on this port (0: any free one)
+    metrics_host: str = "127.0.0.1"  # ... on this address
 
     def __post_init__(self) -> None:
         if not 0 <= self.ahead <= self.lease / 2:

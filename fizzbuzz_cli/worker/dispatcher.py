@@ -30,6 +30,7 @@ from fizzbuzz_cli.config import WorkerSettings
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 from fizzbuzz_cli.worker.book import JobBook
 from fizzbuzz_cli.worker.clock import DbClock
+from fizzbuzz_cli.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("fizz.worker")
 
@@ -85,10 +86,11 @@ class DueTracker:
 
 
 class Dispatcher:
-    def __init__(self, url: str, worker: str, settings: WorkerSettings, book: JobBook,
-                 clock: DbClock, link_factory: Callable[..., Link],
+    def __init__(self, worker: str, settings: WorkerSettings, book: JobBook, clock: DbClock,
+                 metrics: WorkerMetrics, link_factory: Callable[..., Link],
                  on_cancel_all: Callable[[], None]) -> None:
         self.worker, self.settings, self.book, self.clock = worker, settings, book, clock
+        self.metrics = metrics
         self.on_cancel_all = on_cancel_all  # '*' on fizz_cancel: too many to list
         self.due = DueTracker()
         self.stopping = False
@@ -204,8 +206,10 @@ class Dispatcher:
             if room <= 0 or not self.due.is_due(now, s.ahead) or now < self.due.retry_at:
                 return
             limit = min(s.batch, room)
+            started = time.perf_counter()
             batch = claims.claim_due(conn, self.worker, ahead=s.ahead, limit=limit,
                                      lease=s.lease)
+            self.metrics.claims.observe(time.perf_counter() - started)
             log.debug("claim query: %s tasks", len(batch.claims))
             if batch.claims:
                 self.book.add(batch, self.clock.offset)

@@ -30,6 +30,7 @@ from fizzbuzz_cli.errors import first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 from fizzbuzz_cli.reaper import Reaper
 from fizzbuzz_cli.worker.book import JobBook
+from fizzbuzz_cli.worker.metrics import WorkerMetrics
 from fizzbuzz_cli.worker.thread import WorkerThread
 
 log = logging.getLogger("fizz.worker")
@@ -43,10 +44,11 @@ def reap_interval(lease: float) -> float:
 
 class Keeper(WorkerThread):
     def __init__(self, book: JobBook, link: Link, describe: Callable[[], claims.WorkerInfo],
-                 lease: float, on_crash: Callable[[str], None]) -> None:
+                 lease: float, metrics: WorkerMetrics, on_crash: Callable[[str], None]) -> None:
         super().__init__("fizz-keeper", on_crash)
         self.book, self.link, self.describe, self.lease = book, link, describe, lease
         self.reaper = Reaper(reap_interval(lease))
+        self.metrics = metrics
         self.reaping = True  # a stopping worker stops handing back others' claims
         self._soon = threading.Event()
         self._closing = threading.Event()
@@ -69,7 +71,7 @@ class Keeper(WorkerThread):
                     self.link.run(self._renew)
                     next_renewal = time.monotonic() + self.lease / 3
                 if self.reaping:
-                    self.link.run(self.reaper.tick)
+                    self.metrics.reaped.inc(len(self.link.run(self.reaper.tick)))
                 pause = self.reaper.interval * random.uniform(0.9, 1.1)
             except LinkDown:
                 self.reaper.broken()
@@ -82,10 +84,14 @@ class Keeper(WorkerThread):
 
     def _renew(self, conn: psycopg.Connection) -> None:
         held, cutoff = self.book.held()
+        started = time.perf_counter()
         renewal = claims.renew_leases(conn, self.describe(), held, cutoff=cutoff)
+        self.metrics.renewals.observe(time.perf_counter() - started)
         self.reaper.observe(renewal.at)
         lost = [claim for claim in held if claim.id not in renewal.held]
-        for job in self.book.lost(lost):
+        dropped = self.book.lost(lost)
+        self.metrics.dropped.inc(len(dropped))
+        for job in dropped:
             log.warning("dropped task %s: its claim is no longer this worker's (deleted, "
                         "completed elsewhere, or handed back after its lease ran out)", job.id)
         if renewal.released:

@@ -19,13 +19,14 @@ from typing import TextIO
 
 from fizzbuzz_cli import __version__, claims
 from fizzbuzz_cli.config import WorkerSettings
-from fizzbuzz_cli.errors import first_line
+from fizzbuzz_cli.errors import DatabaseUnavailable, FizzError, first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
 from fizzbuzz_cli.tasks import format_epoch
 from fizzbuzz_cli.worker.book import Job, JobBook, State
 from fizzbuzz_cli.worker.clock import DbClock
 from fizzbuzz_cli.worker.dispatcher import Dispatcher
 from fizzbuzz_cli.worker.keeper import Keeper
+from fizzbuzz_cli.worker.metrics import MetricsServer, WorkerMetrics
 from fizzbuzz_cli.worker.printer import Printer
 from fizzbuzz_cli.worker.recorder import Recorder, prepare
 
@@ -56,13 +57,18 @@ class Worker:
 
         self.clock = DbClock()
         self.book = JobBook(on_freed=self._wake)
-        self.keeper = Keeper(self.book, link("keeper"), self.describe, s.lease, self.fail)
-        self.dispatcher = Dispatcher(url, self.id, s, self.book, self.clock, link,
+        self.metrics = WorkerMetrics(self.id, in_flight=lambda: len(self.book),
+                                     database_up=lambda: 0 if outage.down else 1)
+        self.keeper = Keeper(self.book, link("keeper"), self.describe, s.lease, self.metrics,
+                             self.fail)
+        self.dispatcher = Dispatcher(self.id, s, self.book, self.clock, self.metrics, link,
                                      on_cancel_all=self.keeper.renew_soon)
         recording = link("recorder", setup=prepare, wait=self._give_up.wait)
-        self.recorder = Recorder(self.book, recording, self.id, stopping=self._give_up.is_set,
-                                 on_crash=self.fail)
-        self.printer = Printer(self.book, self.clock, self.out, on_broken=self.fail)
+        self.recorder = Recorder(self.book, recording, self.id, self.metrics,
+                                 stopping=self._give_up.is_set, on_crash=self.fail)
+        self.printer = Printer(self.book, self.clock, self.out, self.metrics,
+                               on_broken=self.fail)
+        self.metrics_server: MetricsServer | None = None
 
     @property
     def ran(self) -> int:
@@ -79,19 +85,25 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or, with drain, until idle); returns the exit status: 0, or 1
         after a failure (see `failure`)."""
+        s = self.settings
         try:
             self.dispatcher.connect()  # fails fast, with a clear error, if unreachable
         except LinkDown as exc:
-            from fizzbuzz_cli.errors import DatabaseUnavailable
-
             self.dispatcher.close()
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
+        if s.metrics_port is not None:
+            try:
+                self.metrics_server = MetricsServer(self.metrics, s.metrics_host,
+                                                    s.metrics_port)
+            except FizzError:
+                self.dispatcher.close()
+                raise
+            self.metrics_server.start()
         self._install_signal_handlers()
         previous_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)  # let the printer take the GIL quickly at a task's time
         for thread in (self.printer, self.recorder, self.keeper):
             thread.start()
-        s = self.settings
         log.info("worker %s ready: concurrency %s, lease %ss, claiming %ss ahead%s",
                  self.id, s.concurrency, _num(s.lease), _num(s.ahead),
                  ", draining" if s.drain else "")
@@ -198,6 +210,8 @@ class Worker:
         self.recorder.link.close()
         self.keeper.close()
         self.dispatcher.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
     def _wait_printed(self) -> None:
         """Recorded jobs are complete in the database: their lines must go out (they are due
@@ -219,6 +233,7 @@ class Worker:
                       "ends", len(jobs))
             return
         self.handed_back += released
+        self.metrics.handed_back.inc(released)
         log.info("handed back %s tasks (%s)", released, why)
 
     def _unrecord(self, jobs: list[Job]) -> None:
@@ -232,6 +247,7 @@ class Worker:
                       "Complete", len(jobs))
             return
         self.handed_back += undone
+        self.metrics.handed_back.inc(undone)
         log.info("handed back %s tasks (recorded, but their lines could not be printed)", undone)
 
     def _with_deadline(self, work: object) -> int | None:

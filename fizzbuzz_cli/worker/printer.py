@@ -14,14 +14,16 @@ from typing import TextIO
 
 from fizzbuzz_cli.worker.book import Job, JobBook
 from fizzbuzz_cli.worker.clock import DbClock
+from fizzbuzz_cli.worker.metrics import WorkerMetrics
 from fizzbuzz_cli.worker.thread import WorkerThread
 
 
 class Printer(WorkerThread):
-    def __init__(self, book: JobBook, clock: DbClock, out: TextIO,
+    def __init__(self, book: JobBook, clock: DbClock, out: TextIO, metrics: WorkerMetrics,
                  on_broken: Callable[[str], None]) -> None:
         super().__init__("fizz-printer", on_broken)
         self.book, self.clock, self.out, self.on_broken = book, clock, out, on_broken
+        self.metrics = metrics
         self.broken = False
 
     def work(self) -> None:
@@ -46,6 +48,7 @@ class Printer(WorkerThread):
                 self.out.write(job.claim.type.output(job.id, self.clock.now()) + "\n")
                 self.out.flush()  # one line at a time: a line that got out is known to have
                 printed.append(job)
+                self._count(job)
         except (OSError, ValueError) as exc:  # stdout is gone (e.g. piped into `head`)
             # The jobs not printed stay RECORDED, out of the printing queue: the worker
             # takes back their records (see JobBook.unprinted).
@@ -54,3 +57,10 @@ class Printer(WorkerThread):
             self.on_broken(f"cannot write to stdout ({exc})")
             return
         self.book.done(printed)
+
+    def _count(self, job: Job) -> None:
+        """Tasks run, and how late each started (on the database's clock)."""
+        claim = job.claim
+        self.metrics.tasks_run.inc(type=claim.type.value)
+        started = time.time() + self.clock.offset - claim.type.duration
+        self.metrics.lateness.observe(max(started - claim.due, 0.0))

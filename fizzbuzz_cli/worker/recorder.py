@@ -29,6 +29,7 @@ from fizzbuzz_cli import claims
 from fizzbuzz_cli.errors import first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 from fizzbuzz_cli.worker.book import Job, JobBook
+from fizzbuzz_cli.worker.metrics import WorkerMetrics
 from fizzbuzz_cli.worker.thread import WorkerThread
 
 log = logging.getLogger("fizz.worker")
@@ -71,11 +72,12 @@ def _peak_decay(current: float, sample: float) -> float:
 
 
 class Recorder(WorkerThread):
-    def __init__(self, book: JobBook, link: Link, worker: str,
+    def __init__(self, book: JobBook, link: Link, worker: str, metrics: WorkerMetrics,
                  stopping: Callable[[], bool], on_crash: Callable[[str], None]) -> None:
         super().__init__("fizz-recorder", on_crash)
         self.book, self.link, self.worker = book, link, worker
         self.stopping = stopping  # an immediate stop: give up on unanswered records
+        self.metrics = metrics
         self.expected = StatementTime()
 
     def work(self) -> None:
@@ -120,7 +122,9 @@ class Recorder(WorkerThread):
             break
         elapsed = time.perf_counter() - started
         self.expected.observe(len(jobs), elapsed)
+        self.metrics.records.observe(elapsed)
         lost = self.book.settle(jobs, recorded)
+        self.metrics.dropped.inc(len(lost))
         for job in lost:
             log.warning("dropped task %s: it is no longer this worker's to run (deleted, or "
                         "handed back after its lease ran out)", job.id)

@@ -299,3 +299,35 @@ def test_clock_offset_is_zero_against_the_same_machine(database: str) -> None:
     assert clock.offset == 0.0
     assert abs((clock.now() - datetime.now(clock.now().tzinfo)).total_seconds()) < 0.01
     assert timedelta(0) == timedelta(seconds=clock.offset)
+
+
+def test_a_worker_registers_and_serves_its_metrics(database: str, workers: Start) -> None:
+    import re
+    import urllib.request
+
+    worker = workers("--metrics-port", "0")
+    address = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", worker.log())
+    assert address, worker.log()
+    wait_for(lambda: query(database, "SELECT count(*) FROM fizz_workers") == [(1,)], 5)
+    row = query(database, "SELECT id, pid, lease, concurrency FROM fizz_workers")
+    assert [(r[1], r[2], r[3]) for r in row] == [(worker.proc.pid, 10.0, 10_000)]
+    assert row[0][0].split(":")[1] == str(worker.proc.pid)
+    add(database, "FizzBuzz", 0.3, n=3)
+    add(database, "Fizz", 0.3, n=2)
+    wait_for(lambda: len(worker.lines) == 5, 15, worker.log())
+    text = urllib.request.urlopen(address.group(1), timeout=5).read().decode()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                   if line and not line.startswith("#"))
+    assert samples['fizz_worker_tasks_run_total{type="FizzBuzz"}'] == "3"
+    assert samples['fizz_worker_tasks_run_total{type="Fizz"}'] == "2"
+    assert samples["fizz_worker_lateness_seconds_count"] == "5"
+    assert float(samples["fizz_worker_lateness_seconds_sum"]) < 5 * 0.25
+    assert int(samples["fizz_worker_claim_seconds_count"]) >= 1
+    assert int(samples["fizz_worker_record_seconds_count"]) >= 2
+    assert samples["fizz_worker_tasks_in_flight"] == "0"
+    assert samples["fizz_worker_database_up"] == "1"
+    assert samples["fizz_worker_tasks_handed_back_total"] == "0"
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(address.group(1).replace("/metrics", "/"), timeout=5)
+    assert worker.stop() == 0
+    assert query(database, "SELECT count(*) FROM fizz_workers") == [(0,)]  # gone when stopped
