@@ -56,12 +56,14 @@ CLAIM_DUE = """
               extract(epoch FROM now())::float8"""
 
 # Record, then print: completes the claims this worker still holds (same worker, same
-# attempt, still Claimed), locking them in id order, and stamps when each run began (its
-# planned start, or later if this record itself comes late). Claims it no longer holds are
-# left alone: reaped, re-claimed or deleted, they are someone else's now. The fence is
-# written with IS NOT DISTINCT FROM so the planner drives the join by primary key from the
-# batch (right after a burst of claims, the statistics of the partial index on claimed rows
-# can say "1 row" where there are thousands, and a nested loop over it took a second).
+# attempt, still Claimed), locking them in id order, and stamps when each run began and
+# ends: as planned (the record comes a few milliseconds ahead of the line), or later if
+# this record itself comes late, so that completed_at - started_at is the task's sleep.
+# Claims it no longer holds are left alone: reaped, re-claimed or deleted, they are someone
+# else's now. The fence is written with IS NOT DISTINCT FROM so the planner drives the join
+# by primary key from the batch (right after a burst of claims, the statistics of the
+# partial index on claimed rows can say "1 row" where there are thousands, and a nested
+# loop over it took a second).
 RECORD_RUNS = """
     WITH held AS (
         SELECT tasks.id, b.start, b.duration FROM tasks
@@ -74,9 +76,10 @@ RECORD_RUNS = """
         ORDER BY tasks.id
         FOR UPDATE OF tasks
     )
-    UPDATE tasks SET status = 'Complete', completed_at = now(), lease_until = NULL,
+    UPDATE tasks SET status = 'Complete', lease_until = NULL,
                      started_at = greatest(to_timestamp(held.start),
-                                           now() - held.duration * interval '1 second')
+                                           now() - held.duration * interval '1 second'),
+                     completed_at = greatest(to_timestamp(held.start + held.duration), now())
     FROM held WHERE tasks.id = held.id
     RETURNING tasks.id"""
 

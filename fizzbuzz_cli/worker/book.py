@@ -44,6 +44,7 @@ class Job:
     fire: float  # local epoch seconds at which it prints its line
     offset: float  # the database clock minus ours when it was claimed
     state: State = State.PENDING
+    recorded: float = 0.0  # local epoch seconds at which its record was answered
 
     @property
     def id(self) -> int:
@@ -173,10 +174,12 @@ class JobBook:
         """After a record: the recorded jobs go to the printer; the others were lost (not
         this worker's to run any more) and are dropped. Returns the lost ones."""
         lost = []
+        now = time.time()
         with self.lock:
             for job in jobs:
                 if job.id in recorded and job.state is State.RECORDING:
                     self._set(job, State.RECORDED)
+                    job.recorded = now
                     heapq.heappush(self._printable, (job.fire, next(self._seq), job))
                 else:
                     lost.append(job)

@@ -40,6 +40,11 @@ class WorkerMetrics:
         self.lateness = r.histogram(
             "fizz_worker_lateness_seconds",
             "How late each task started: its line's time minus its sleep minus its due time.")
+        self.window = r.histogram(
+            "fizz_worker_record_to_line_seconds",
+            "From each run's record (its answer) to its line: what a kill -9 in between loses.",
+            (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02,
+             0.03, 0.05, 0.1, 0.25, 0.5, 1.0))
         self.claims = r.histogram("fizz_worker_claim_seconds",
                                   "Round trip of each claim statement.")
         self.records = r.histogram("fizz_worker_record_seconds",

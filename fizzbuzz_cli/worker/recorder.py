@@ -53,7 +53,7 @@ class StatementTime:
     """What a record statement for n runs is expected to take: base + per_row * n, each
     part rising at once with a slow sample and decaying slowly (late is worse than early)."""
 
-    def __init__(self, base: float = 0.002, per_row: float = 0.00002) -> None:
+    def __init__(self, base: float = 0.003, per_row: float = 0.00004) -> None:
         self.base, self.per_row = base, per_row
 
     def __call__(self, n: int) -> float:

@@ -106,21 +106,23 @@ def test_a_record_is_fenced_by_worker_attempt_and_status(conn: psycopg.Connectio
     assert claims.recorded_runs(conn, "w2", [first]) == set()
 
 
-def test_a_record_stamps_when_the_run_began(conn: psycopg.Connection) -> None:
+def test_a_record_stamps_when_the_run_began_and_ends(conn: psycopg.Connection) -> None:
     add(conn, 1, "now() - interval '1 second'", kind="Fizz")
-    add(conn, 1, "now() - interval '1 second'", kind="FizzBuzz")
-    batch = claims.claim_due(conn, "w1", ahead=0, limit=10, lease=30)
+    add(conn, 1, "now() + interval '2 seconds'", kind="FizzBuzz")
+    batch = claims.claim_due(conn, "w1", ahead=5, limit=10, lease=30)
     fizz, fizzbuzz = batch.claims
-    planned = batch.at - 1.0  # as if the record came on time, 3 s after a start 1 s ago
-    assert claims.record_runs(conn, "w1", [Run(fizz, planned - 2.0), Run(fizzbuzz, planned)])
-    started = dict(conn.execute(
-        "SELECT id, extract(epoch FROM started_at)::float8 FROM tasks").fetchall())
-    # The Fizz's line is due 3 s after its start, which is in the past: the record is late,
-    # so the run counts as begun 3 s before the record (when its line can go out).
-    record_time = conn.execute("SELECT extract(epoch FROM completed_at)::float8 FROM tasks "
-                               "WHERE id = 1").fetchone()[0]
-    assert started[1] == pytest.approx(record_time - 3.0, abs=1e-3)
-    assert started[2] == pytest.approx(max(planned, record_time), abs=1e-3)
+    # The Fizz started 4 s ago: its line is 1 s overdue, the record late; the FizzBuzz's
+    # line is 2 s ahead, the record early (as records are, by a few milliseconds).
+    assert claims.record_runs(conn, "w1", [Run(fizz, batch.at - 4.0),
+                                           Run(fizzbuzz, fizzbuzz.due)]) == {1, 2}
+    stamps = dict((r[0], r[1:]) for r in conn.execute(
+        "SELECT id, extract(epoch FROM started_at)::float8, "
+        "extract(epoch FROM completed_at)::float8, extract(epoch FROM now())::float8 "
+        "FROM tasks"))
+    started, completed, now = stamps[1]
+    assert completed == pytest.approx(now, abs=0.5) and started == pytest.approx(completed - 3)
+    started, completed, _ = stamps[2]
+    assert started == pytest.approx(fizzbuzz.due, abs=1e-3) and completed == started
 
 
 def test_a_record_committed_by_a_lost_connection_is_reported(database: str) -> None:

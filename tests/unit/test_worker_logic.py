@@ -247,3 +247,19 @@ def test_a_next_announcement_keeps_tasks_its_snapshot_could_not_see() -> None:
     assert due.due is None
     due.inserted("70.5 130")
     assert due.due == 70.5 and due.is_due(70.4, ahead=0.25) and not due.is_due(70.0, 0.25)
+
+
+def test_a_clock_skew_past_half_a_second_is_warned_about(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The database's clock cannot be skewed on one machine; the measurement is given."""
+    from fizzbuzz_cli import claims
+    from fizzbuzz_cli.worker.clock import DbClock
+
+    clock = DbClock()
+    for offset, warned in ((0.4, False), (0.6, True), (-0.7, True)):
+        caplog.clear()
+        monkeypatch.setattr(claims, "database_clock", lambda conn, o=offset: (o, 0.001))
+        with caplog.at_level("WARNING", logger="fizz.worker"):
+            clock.measure(None)  # type: ignore[arg-type]
+        assert clock.offset == offset
+        assert any("clock is" in r.message for r in caplog.records) is warned
+    assert "ahead of the database's" in caplog.records[0].message
