@@ -219,9 +219,10 @@ def test_idle_workers_do_not_stampede(database: str, workers: Start) -> None:
         assert worker.stop() == 0
     assert sum(len(worker.lines) for worker in crew) == 20
     queries = sum(worker.log().count("claim query:") for worker in crew)
-    # One claim per wave, give or take a worker waking as another claims: 20 waves make
-    # 20 to 30 claims, where 6 workers querying every wave would make 120.
-    assert 20 <= queries <= 30, queries
+    # One claim per wave, give or take a worker waking while another claims (about one wave
+    # in five on a quiet machine, more on a busy one): 20 waves make 20 to 36 claims, where
+    # 6 workers querying every wave would make 120.
+    assert 20 <= queries <= 36, queries
 
 
 def test_a_closed_stdout_stops_the_worker_and_hands_tasks_back(database: str) -> None:
