@@ -426,14 +426,17 @@ def forget_worker(conn: psycopg.Connection, worker: str) -> None:
     conn.execute(FORGET_WORKER, [worker])
 
 
-# How many tasks wait, and the earliest: what a draining worker leaves for later. Reads the
-# partial index of waiting rows only.
+# How many tasks wait, and the earliest, leaving out the occurrences of schedules (a
+# schedule always has a next one): what a draining worker leaves for later, or waits for.
+# Reads the partial index of waiting rows only.
 WAITING_SUMMARY = """
-    SELECT count(*), extract(epoch FROM min(time))::float8 FROM tasks WHERE status = 'Waiting'"""
+    SELECT count(*), extract(epoch FROM min(time))::float8 FROM tasks
+    WHERE status = 'Waiting' AND schedule_id IS NULL"""
 
 
 def waiting_summary(conn: psycopg.Connection) -> tuple[int, float | None]:
-    """(how many tasks are Waiting, the earliest one's time as epoch seconds)."""
+    """(how many tasks not from a schedule are Waiting, the earliest one's time as epoch
+    seconds)."""
     row = conn.execute(WAITING_SUMMARY).fetchone()
     assert row is not None
     return int(row[0]), row[1]

@@ -223,14 +223,10 @@ class Dispatcher:
                 # Due, yet not claimable: another worker holds the row locked right now.
                 self.due.retry_at = now + random.uniform(0.005, 0.02)
 
-    def idle(self, wait_for_later: bool) -> bool:
-        """Nothing in flight and nothing due (with wait_for_later: nothing waiting at all)."""
+    def idle(self) -> bool:
+        """Nothing in flight and nothing due."""
         now = time.time() + self.clock.offset
-        if len(self.book):
-            return False
-        if wait_for_later:
-            return self.due.due is None
-        return not self.due.is_due(now, self.settings.ahead)
+        return not len(self.book) and not self.due.is_due(now, self.settings.ahead)
 
     def _sleep_time(self) -> float:
         s = self.settings

@@ -21,6 +21,7 @@ from fizzbuzz_cli import __version__, claims
 from fizzbuzz_cli.config import WorkerSettings
 from fizzbuzz_cli.errors import DatabaseUnavailable, FizzError, first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
+from fizzbuzz_cli.materialiser import Materialiser
 from fizzbuzz_cli.tasks import format_epoch
 from fizzbuzz_cli.worker.book import Job, JobBook, State
 from fizzbuzz_cli.worker.clock import DbClock
@@ -69,6 +70,8 @@ class Worker:
         self.printer = Printer(self.book, self.clock, self.out, self.metrics,
                                on_broken=self.fail)
         self.metrics_server: MetricsServer | None = None
+        self.materialiser = Materialiser(url, timeouts=timeouts, outage=outage,
+                                         application="fizz work")
 
     @property
     def ran(self) -> int:
@@ -102,7 +105,7 @@ class Worker:
         self._install_signal_handlers()
         previous_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)  # let the printer take the GIL quickly at a task's time
-        for thread in (self.printer, self.recorder, self.keeper):
+        for thread in (self.printer, self.recorder, self.keeper, self.materialiser):
             thread.start()
         log.info("worker %s ready: concurrency %s, lease %ss, claiming %ss ahead%s",
                  self.id, s.concurrency, _num(s.lease), _num(s.ahead),
@@ -120,11 +123,25 @@ class Worker:
         dispatcher, s = self.dispatcher, self.settings
         while not self.stopping:
             timeout = dispatcher.step()
-            if s.drain and dispatcher.idle(wait_for_later=s.drain_wait):
-                self._log_later()
+            if s.drain and dispatcher.idle() and self._drained():
                 return
             dispatcher.wait(timeout if timeout is not None else 0.0)
             self._log_signals()
+
+    def _drained(self) -> bool:
+        """Idle with --drain: done, unless --wait and tasks are due later (the occurrences
+        of schedules aside: a schedule always has a next one)."""
+        try:
+            count, earliest = self.dispatcher.link.run(claims.waiting_summary)
+        except (LinkDown, *CONNECTION_ERRORS):
+            return False  # ask again once the database answers
+        if count and self.settings.drain_wait:
+            return False
+        if count and earliest is not None:
+            log.info("nothing more is due; %s %s due later, the next at %s (--wait waits "
+                     "for them)", count, "task is" if count == 1 else "tasks are",
+                     format_epoch(earliest))
+        return True
 
     def fail(self, message: str) -> None:
         """Stop at once (handing everything back) and exit 1 with this message (which the
@@ -169,20 +186,12 @@ class Worker:
                 log.info("%s: taking no new tasks; running ones get %ss to finish", name,
                          _num(self.settings.grace))
 
-    def _log_later(self) -> None:
-        """A draining worker says what it leaves behind."""
-        with contextlib.suppress(LinkDown, *CONNECTION_ERRORS):
-            count, earliest = self.dispatcher.link.run(claims.waiting_summary)
-            if count and earliest is not None:
-                log.info("nothing more is due; %s %s due later, the next at %s (--wait waits "
-                         "for them)", count, "task is" if count == 1 else "tasks are",
-                         format_epoch(earliest))
-
     # ------------------------------------------------------------------ stopping
 
     def _shutdown(self) -> None:
         self.stopping = self.dispatcher.stopping = True
         self.keeper.reaping = False
+        self.materialiser.stop()
         self._log_signals()
         book = self.book
         if not self.immediate:

@@ -377,3 +377,18 @@ def test_a_claim_made_by_plain_sql_is_handed_back_and_run(database: str,
     wait_for(lambda: worker.output() == [f"Fizz {fizz}"], 15, worker.log())
     assert f"task {fizz} was claimed by an unknown client, whose lease ran out" in worker.log()
     assert query(database, "SELECT status, attempts FROM tasks") == [("Complete", 2)]
+
+
+def test_drain_says_what_is_due_later_and_wait_waits_for_it(database: str,
+                                                            workers: Start) -> None:
+    later, = add(database, "FizzBuzz", 2.0)
+    quick = workers("--drain", ready=False)
+    assert quick.wait(timeout=20) == 0
+    assert quick.output() == []
+    assert "nothing more is due; 1 task is due later, the next at 20" in quick.log()
+    assert "--wait waits for them" in quick.log()
+    patient = workers("--drain", "--wait", ready=False)
+    assert patient.wait(timeout=20) == 0
+    assert len(patient.output()) == 1 and FIZZBUZZ_LINE.match(patient.output()[0])
+    assert statuses(database) == {"Complete": 1}
+    assert query(database, "SELECT id FROM tasks") == [(later,)]
