@@ -49,6 +49,7 @@ SCHEDULES_CHANNEL = "fizz_schedules"  # payload: id of a schedule added, paused,
 MATERIALISE_AHEAD = 2.0  # seconds: slack for a materialiser that wakes late under load
 MATERIALISE_BATCH = 100  # schedules per transaction: bounds how long rows stay locked
 MATERIALISE_IDLE = 60.0  # seconds a materialiser may sleep with nothing due (NOTIFY wakes it)
+CREATE_GRACE = 1.0  # seconds: an occurrence this close before a schedule's creation is its first
 
 # ------------------------------------------------------------------------------ queries
 
@@ -219,11 +220,14 @@ def database_now(conn: psycopg.Connection) -> datetime:
 def create_schedule(conn: psycopg.Connection, spec: ScheduleSpec,
                     now: datetime | None = None) -> Schedule:
     """Add a schedule and materialise its first occurrences, in one transaction. Its first
-    occurrence is the first at or after both its start and now: the time before it was
-    created was not missed. BadInput (and nothing added) if it would never run."""
+    occurrence is the first at or after both its start and now (less CREATE_GRACE: a start
+    of "now" read by the client a few milliseconds before the database's now is the first
+    occurrence): the time before it was created was not missed. BadInput (and nothing
+    added) if it would never run."""
     with conn.transaction():
         now = now or database_now(conn)
-        first = spec.recurrence.next_after(now, inclusive=True)
+        first = spec.recurrence.next_after(now - timedelta(seconds=CREATE_GRACE),
+                                           inclusive=True)
         if first is None:
             raise BadInput(f"the schedule would never run: its end, {format_time(spec.end)}, "
                            "has passed" if spec.end is not None else
@@ -236,7 +240,8 @@ def create_schedule(conn: psycopg.Connection, spec: ScheduleSpec,
         with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
             created = cur.execute(INSERT_SCHEDULE, params).fetchone()
         assert created is not None
-        _apply(conn, [_plan(created, first, now, MATERIALISE_AHEAD)])
+        # A first occurrence inside the grace is the first one, not a missed one.
+        _apply(conn, [_plan(created, first, min(now, first), MATERIALISE_AHEAD)])
         conn.execute(NOTIFY_SCHEDULES, [created.id])
         return get_schedule(conn, created.id)
 
