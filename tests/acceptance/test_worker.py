@@ -392,3 +392,20 @@ def test_drain_says_what_is_due_later_and_wait_waits_for_it(database: str,
     assert len(patient.output()) == 1 and FIZZBUZZ_LINE.match(patient.output()[0])
     assert statuses(database) == {"Complete": 1}
     assert query(database, "SELECT id FROM tasks") == [(later,)]
+
+
+def test_a_run_whose_claim_was_taken_over_is_not_printed(database: str,
+                                                         workers: Start) -> None:
+    """Its claim reaped and taken by another worker while this one could not renew (as
+    after a freeze): this worker's record fails the fence, so it prints nothing."""
+    worker = workers("--lease", "30")  # no renewal before the record comes due
+    fizz, = add(database, "Fizz", 0.3)
+    wait_for(lambda: statuses(database) == {"Claimed": 1}, 10)
+    query(database, "UPDATE tasks SET worker = 'elsewhere:1:abcdef', attempts = attempts + 1 "
+                    "RETURNING id")
+    time.sleep(4.5)  # past the line's time
+    assert worker.stop() == 0
+    assert worker.output() == []
+    assert f"dropped task {fizz}: it is no longer this worker's to run" in worker.log()
+    assert query(database, "SELECT status, worker FROM tasks") == [
+        ("Claimed", "elsewhere:1:abcdef")]

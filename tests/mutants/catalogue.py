@@ -1,0 +1,160 @@
+"""The planted bugs of tests/mutants/run.py: each breaks one promise, and names the tests
+that must catch it (chosen to be quick: the whole catalogue runs in CI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    promise: str  # what the break violates
+    edits: list[tuple[str, str, str]]  # (file in the package, text, replacement)
+    tests: list[str]  # pytest arguments
+    timeout: float = 300.0
+
+
+WORKER = "tests/acceptance/test_worker.py"
+CLAIMS = "tests/integration/test_claims.py"
+UNIT = "tests/unit/test_worker_logic.py"
+
+MUTANTS = [
+    Mutant(
+        "fizzbuzz-late-printing-its-due-time",
+        "a FizzBuzz runs at its time and prints when it ran",
+        [("worker/book.py", "    start = max(claim.due, claimed_at) - offset + 1e-6\n",
+          "    start = max(claim.due, claimed_at) - offset + 1e-6\n"
+          "    start += 1.0 if claim.type.value == 'FizzBuzz' else 0.0\n"),
+         ("worker/printer.py", "job.claim.type.output(job.id, self.clock.now())",
+          "job.claim.type.output(job.id, __import__('datetime').datetime.fromtimestamp("
+          "job.claim.due, __import__('datetime').timezone.utc))")],
+        [f"{WORKER}::test_each_type_prints_its_line_on_time"]),
+    Mutant(
+        "fizz-sleeps-2-s",
+        "a Fizz prints 3 s after it starts",
+        [("tasks.py", "_DURATIONS = {TaskType.FIZZ: 3.0,", "_DURATIONS = {TaskType.FIZZ: 2.0,")],
+        [f"{WORKER}::test_each_type_prints_its_line_on_time"]),
+    Mutant(
+        "record-without-the-worker-fence",
+        "a run is recorded only under the claim of the worker that holds it",
+        [("claims.py", """        WHERE tasks.attempts = b.attempt
+          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+        ORDER BY tasks.id
+        FOR UPDATE OF tasks
+    )
+    UPDATE tasks SET status = 'Complete',""", """        WHERE tasks.attempts = b.attempt
+          AND (tasks.worker IS NOT DISTINCT FROM %(worker)s OR true)
+          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+        ORDER BY tasks.id
+        FOR UPDATE OF tasks
+    )
+    UPDATE tasks SET status = 'Complete',""")],
+        [CLAIMS, "-k", "fenced"]),
+    Mutant(
+        "record-without-the-attempt-fence",
+        "a run is recorded only for the attempt that holds the claim",
+        [("claims.py", """        WHERE tasks.attempts = b.attempt
+          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+        ORDER BY tasks.id
+        FOR UPDATE OF tasks
+    )
+    UPDATE tasks SET status = 'Complete',""", """        WHERE (tasks.attempts = b.attempt OR true)
+          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+        ORDER BY tasks.id
+        FOR UPDATE OF tasks
+    )
+    UPDATE tasks SET status = 'Complete',""")],
+        [CLAIMS, "-k", "fenced"]),
+    Mutant(
+        "print-what-was-not-recorded",
+        "a line is printed only after its run was recorded",
+        [("worker/recorder.py", "lost = self.book.settle(jobs, recorded)",
+          "lost = self.book.settle(jobs, {job.id for job in jobs})")],
+        [f"{WORKER}::test_a_run_whose_claim_was_taken_over_is_not_printed"]),
+    Mutant(
+        "renewal-renews-nothing",
+        "a worker keeps the leases of the claims it holds",
+        [("claims.py", """        UPDATE tasks SET lease_until = now() + %(lease)s * interval '1 second',
+                         renewed_at = now()""",
+          """        UPDATE tasks SET lease_until = lease_until + 0 * %(lease)s * interval '1 second'""")],
+        [CLAIMS, "-k", "renews_exactly"]),
+    Mutant(
+        "renewal-hands-back-claims-in-flight",
+        "a claim whose answer has not been read is never judged (the claim/renewal race)",
+        [("claims.py", "          AND claimed_at <= to_timestamp(%(cutoff)s::float8)\n",
+          "          AND (claimed_at <= to_timestamp(%(cutoff)s::float8) OR true)\n")],
+        [CLAIMS, "-k", "orphans"]),
+    Mutant(
+        "orphans-never-handed-back",
+        "rows claimed under a worker's name that it does not hold go back at once",
+        [("claims.py", "          AND claimed_at <= to_timestamp(%(cutoff)s::float8)\n",
+          "          AND claimed_at <= to_timestamp(%(cutoff)s::float8) AND false\n")],
+        [CLAIMS, "-k", "orphans"]),
+    Mutant(
+        "reaper-ignores-its-watch",
+        "no lease is reaped unless the reaper watched the database for the claim's lease",
+        [("claims.py", """          AND to_timestamp(%(since)s::float8)
+              <= now() - (lease_until - coalesce(renewed_at, claimed_at, lease_until))""",
+          """          AND (to_timestamp(%(since)s::float8)
+              <= now() - (lease_until - coalesce(renewed_at, claimed_at, lease_until)) OR true)""")],
+        [CLAIMS, "-k", "reaping"]),
+    Mutant(
+        "reaper-ignores-gaps",
+        "a freeze or cut breaks the reaper's watch",
+        [("claims.py", "          AND now() - to_timestamp(%(last)s::float8) <= %(max_gap)s * interval '1 second'\n",
+          "          AND (now() - to_timestamp(%(last)s::float8) <= %(max_gap)s * interval '1 second' OR true)\n")],
+        [CLAIMS, "-k", "reaping"]),
+    Mutant(
+        "continuity-never-breaks",
+        "two observations far apart break the reaper's watch",
+        [("reaper.py", "        if self.last is None or not 0 <= at - self.last <= self.max_gap:",
+          "        if self.last is None:")],
+        [UNIT, "-k", "continuity"]),
+    Mutant(
+        "concurrency-ignored",
+        "--concurrency bounds the tasks in flight",
+        [("worker/dispatcher.py", "            room = s.concurrency - len(self.book)\n",
+          "            room = s.batch\n")],
+        [f"{WORKER}::test_concurrency_limits_tasks_in_flight"]),
+    Mutant(
+        "no-keepalives",
+        "every connection notices a dead peer within a third of the lease",
+        [("link.py", '            "keepalives": 1,\n', '            "keepalives": 0,\n')],
+        [UNIT, "-k", "dead_peer"]),
+    Mutant(
+        "records-not-durable",
+        "a record survives a crash of PostgreSQL (durable commit)",
+        [("worker/recorder.py", '        conn.execute("SET synchronous_commit = on")\n',
+          '        pass\n')],
+        [CLAIMS, "-k", "durable"]),
+    Mutant(
+        "clock-threshold-200-ms",
+        "tasks run on the database's clock when the clocks differ by more than 1 ms",
+        [("worker/clock.py", "max(uncertainty, 0.001)", "max(uncertainty, 0.2)")],
+        [UNIT, "-k", "clock_correction"]),
+    Mutant(
+        "sigterm-keeps-claiming",
+        "after SIGTERM a worker takes no new task",
+        [("worker/main.py", """            while len(book) and not self.immediate and time.monotonic() < deadline:
+                self.dispatcher.wait(""", """            while len(book) and not self.immediate and time.monotonic() < deadline:
+                self.dispatcher.stopping = False
+                self.dispatcher.step()
+                self.dispatcher.wait(""")],
+        [f"{WORKER}::test_no_new_task_after_sigterm"]),
+    Mutant(
+        "stopping-hands-nothing-back",
+        "a stopping worker hands back what it did not start",
+        [("worker/main.py", "            unstarted = book.take_pending(lambda job: job.start > time.time())\n",
+          "            unstarted = []\n")],
+        [f"{WORKER}::test_sigterm_finishes_running_tasks_and_hands_back_the_rest"]),
+    Mutant(
+        "deleted-tasks-still-run",
+        "a deleted task is dropped by the worker holding it",
+        [("worker/book.py", """            dropped = [job for i in ids if (job := self._jobs.get(i)) is not None
+                       and job.state is State.PENDING]""", """            dropped = []""")],
+        [f"{WORKER}::test_a_task_deleted_while_claimed_is_dropped"]),
+]
