@@ -40,7 +40,7 @@ import psycopg
 
 from fizzbuzz_cli import db
 from fizzbuzz_cli.config import WorkerSettings
-from fizzbuzz_cli.errors import DatabaseUnavailable
+from fizzbuzz_cli.errors import DatabaseUnavailable, brief
 from fizzbuzz_cli.tasks import UTC
 
 log = logging.getLogger("fizz.worker")
@@ -227,7 +227,7 @@ class Worker:
                     return  # drained
                 self._wait(timeout)
             except _CONNECTION_ERRORS as exc:
-                log.warning("database connection lost (%s); reconnecting", _brief(exc))
+                log.warning("database connection lost (%s); reconnecting", brief(exc))
                 self._disconnect()
                 self._wait(backoff.next())
 
@@ -287,7 +287,7 @@ class Worker:
                     while (note := pgconn.notifies()) is not None:
                         pgconn.notify_handler(note)  # type: ignore[misc]
                 except _CONNECTION_ERRORS as exc:
-                    log.warning("database connection lost (%s); reconnecting", _brief(exc))
+                    log.warning("database connection lost (%s); reconnecting", brief(exc))
                     self._disconnect()
         self._log_signals()
 
@@ -369,7 +369,7 @@ class Worker:
                 self._disconnect()
                 if time.monotonic() > deadline:
                     log.error("could not hand back %s tasks (%s); they return to Waiting when "
-                              "their lease ends", len(ids), _brief(exc))
+                              "their lease ends", len(ids), brief(exc))
                     released = 0
                     break
                 time.sleep(backoff.next())
@@ -542,7 +542,7 @@ class Completer(threading.Thread):
                         self.conn.close()
                         self.conn = None
                     log.warning("could not record %s completions (%s); retrying", len(batch),
-                                _brief(exc))
+                                brief(exc))
                     time.sleep(backoff.next())
             for claim in batch:
                 if claim.id not in held:
@@ -598,7 +598,7 @@ class LeaseKeeper(threading.Thread):
                 if self.conn is not None:
                     self.conn.close()
                     self.conn = None
-                log.warning("could not renew leases (%s); retrying", _brief(exc))
+                log.warning("could not renew leases (%s); retrying", brief(exc))
                 pause = backoff.next()
             self._event.wait(pause)
             self._event.clear()
@@ -625,11 +625,6 @@ def _parse_snapshot(text: str) -> tuple[int, int, set[int]]:
     """PostgreSQL's pg_snapshot text, 'xmin:xmax:xip,xip,...'."""
     xmin, xmax, running = text.split(":")
     return int(xmin), int(xmax), {int(x) for x in running.split(",") if x}
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _num(value: float) -> str:
