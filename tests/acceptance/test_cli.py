@@ -150,7 +150,8 @@ COMMANDS = "init-db, add, list, show, delete, work, serve, db"
         (["delete", "1", "x"], f"Error: invalid task id 'x': {ID_RANGE}\n"),
         (["bogus"], f"Error: no such command 'bogus': use one of {COMMANDS} (see 'fizz --help')\n"),
         (["lst"], "Error: no such command 'lst': did you mean 'list'? (see 'fizz --help')\n"),
-        (["--verbose", "2", "list"], "Error: no such command '2': use one of"),
+        (["--verbose", "2", "list"], "Error: no such command '2': -v takes no number: repeat it "
+                                     "instead (-vv) (see 'fizz --help')\n"),
         (["work", "--lease", "inf"],
          "Error: invalid --lease 'inf': use a number of seconds from 1 to 3600\n"),
         (["work", "--lease", "nan"], "invalid --lease 'nan'"),

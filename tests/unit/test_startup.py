@@ -23,10 +23,10 @@ FACES = {"fizzbuzz_cli.embedded", "fizzbuzz_cli.worker", "fizzbuzz_cli.server",
 def loaded_modules(*args: str) -> tuple[int, set[str]]:
     """Runs `fizz ARGS` in a fresh interpreter; its exit status and the modules it loaded."""
     code = ("import sys\n"
-            "from fizzbuzz_cli.cli import main\n"
+            "from fizzbuzz_cli.cli import app\n"  # what main() runs, before its quick exit
             f"sys.argv = ['fizz', *{list(args)!r}]\n"
             "try:\n"
-            "    main()\n"
+            "    app()\n"
             "except SystemExit as exc:\n"
             "    status = exc.code\n"
             "print('\\x00' + ' '.join(sorted(sys.modules)) + '\\x00' + str(status))\n")
@@ -56,3 +56,21 @@ def test_task_commands_load_psycopg_and_little_else(args: list[str]) -> None:
     assert "psycopg" in modules
     assert not tops(modules) & HEAVY
     assert not modules & FACES
+
+
+def test_the_quick_exit_flushes_everything_first(tmp_path: object) -> None:
+    """main() ends the process without the interpreter's teardown, output flushed first:
+    stdout to a pipe or a file, and the exit status, are as they would be without it."""
+    code = ("import sys; from fizzbuzz_cli.cli import main; "
+            "sys.argv = ['fizz', 'list', '--limit', 'x']; main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("Error: invalid --limit 'x': use a whole number from 1 to "
+                           "9223372036854775807\n")
+    helped = subprocess.run(f"{sys.executable} -m fizzbuzz_cli --help > {tmp_path}/help.txt",
+                            shell=True, timeout=60, check=False)
+    assert helped.returncode == 0
+    text = (tmp_path / "help.txt").read_text()  # type: ignore[operator]
+    assert text.startswith("Usage: python -m fizzbuzz_cli [OPTIONS] COMMAND") and text.endswith(
+        "Run 'fizz COMMAND --help' for the options and examples of each.\n")
