@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import IO, Any
 
-from fizzbuzz_cli.errors import BadInput
+from fizzbuzz_cli.errors import BadInput, FizzError
 from fizzbuzz_cli.tasks import UTC, TaskType, parse_task_record, parse_time
 
 
@@ -50,6 +50,7 @@ class TaskReader:
     def __init__(self, stream: IO[bytes], fmt: FileFormat = FileFormat.AUTO,
                  name: str = "") -> None:
         self._counter = _CountingReader(stream)
+        self.name = name if name not in ("", "-") else "stdin"
         self.format = fmt if fmt is not FileFormat.AUTO else _format_from_name(name)
         self.line = 0
         self.now = datetime.now(UTC)
@@ -77,12 +78,15 @@ class TaskReader:
         """Non-blank lines, any line ending, a UTF-8 byte order mark dropped."""
         text = io.TextIOWrapper(io.BufferedReader(self._counter), encoding="utf-8-sig",
                                 errors="surrogateescape", newline="")
-        for line in text:
-            self.line += 1
-            if not line.isascii() and _UNDECODABLE.search(line):
-                raise BadInput(f"line {self.line}: not UTF-8 text")
-            if line.strip():
-                yield line
+        try:
+            for line in text:
+                self.line += 1
+                if not line.isascii() and _UNDECODABLE.search(line):
+                    raise BadInput(f"line {self.line}: not UTF-8 text")
+                if line.strip():
+                    yield line
+        except OSError as exc:  # an I/O error mid-file, /proc/self/mem
+            raise FizzError(f"cannot read {self.name}: {exc.strerror or exc}") from None
 
     def _json_lines(self, lines: Iterable[str]) -> Iterator[tuple[TaskType, datetime]]:
         for text in lines:

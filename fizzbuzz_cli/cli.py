@@ -14,6 +14,7 @@ No `from __future__ import annotations` here: Typer reads the signatures of the 
 annotations kept as strings would be compiled and evaluated anew on every run (18 ms).
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from fizzbuzz_cli import __version__, config
 from fizzbuzz_cli.config import ServerSettings, WorkerSettings
-from fizzbuzz_cli.errors import BadInput, FizzError
+from fizzbuzz_cli.errors import BadInput, FizzError, brief
 from fizzbuzz_cli.tasks import (
     TIME_HELP,
     Status,
@@ -296,6 +297,9 @@ class FizzGroup(TyperGroup):
             _fail(str(exc), exc.exit_code)
         except (typer.Abort, KeyboardInterrupt):
             _fail("interrupted", 130)
+        except OSError as exc:  # stdout on a full disk, a file that fails while read
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(f"{exc.strerror or brief(exc)}{where}", 1)
         log.debug("finished in %.1f ms", (time.perf_counter() - started) * 1000)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -326,8 +330,13 @@ def _usage_message(exc: Exception) -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    sys.stdout.flush()
-    print(f"Error: {' '.join(message.splitlines())}", file=sys.stderr)
+    """Exit with one line on stderr (if stderr can still be written to)."""
+    line = f"Error: {' '.join(message.splitlines())}\n"
+    for stream, text in ((sys.stdout, ""), (sys.stderr, line)):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.write(text)
+                stream.flush()
     sys.exit(code)
 
 

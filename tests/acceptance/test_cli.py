@@ -499,3 +499,11 @@ def test_verbose_says_which_database_without_its_password_and_how_long(database:
     assert "(--database-url)" in added.err and "s3cret" not in added.err
     assert len(added.err.splitlines()) > len(lines)  # psycopg's own debug lines too
     assert Fizz(url)("add", "Fizz").err == ""  # and nothing without -v
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_file_that_fails_while_read_is_one_line(fizz: Fizz, database: str) -> None:
+    result = fizz("add", "--file", "/proc/self/mem")  # opens, then EIO on the first read
+    assert (result.code, result.out) == (1, "")
+    assert result.err == "Error: cannot read /proc/self/mem: Input/output error\n"
+    assert count(database) == 0

@@ -74,3 +74,11 @@ def test_the_quick_exit_flushes_everything_first(tmp_path: object) -> None:
     text = (tmp_path / "help.txt").read_text()  # type: ignore[operator]
     assert text.startswith("Usage: python -m fizzbuzz_cli [OPTIONS] COMMAND") and text.endswith(
         "Run 'fizz COMMAND --help' for the options and examples of each.\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback() -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "fizzbuzz_cli", "--help"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (1, "Error: No space left on device\n")
