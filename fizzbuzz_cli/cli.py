@@ -187,8 +187,7 @@ def _with_default(param: Any, text: str) -> str:
     default = param.default
     if (param.show_default is True and default not in (None, False, "")
             and not getattr(param, "count", False)):
-        shown = f"{default:,}" if isinstance(default, int) else f"{default:g}" if isinstance(
-            default, float) else str(default)
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
         return f"{text} [default: {shown}]"
     return text
 
