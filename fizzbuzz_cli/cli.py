@@ -568,6 +568,8 @@ def _open_input(path: str) -> tuple[Any, int | None]:
         size = os.fstat(stream.fileno()).st_size
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL in the name
+        raise BadInput(f"cannot read {path!r}: not a valid file name") from None
     return stream, size or None
 
 

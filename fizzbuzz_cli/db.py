@@ -169,6 +169,8 @@ def connect(url: str, *, autocommit: bool = True, **options: object) -> psycopg.
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {describe(url)}: "
                                   f"{brief(exc)}") from None
+    except psycopg.ProgrammingError as exc:  # a setting psycopg reads itself: connect_timeout=x
+        raise BadInput(f"invalid database URL: {brief(exc)}") from None
 
 
 def parse_url(url: str) -> dict[str, object]:

@@ -334,9 +334,17 @@ def test_unreachable_database_fails_fast_with_one_line(command: list[str]) -> No
                           "Connection refused\n")
 
 
-def test_invalid_database_url_is_bad_usage() -> None:
-    result = Fizz("postgresql://[oops")("list")
+@pytest.mark.parametrize("url", ["postgresql://[oops", "connect_timeout=x", "a\x00b"])
+def test_invalid_database_url_is_bad_usage(url: str) -> None:
+    result = Fizz(None)("list", "--database-url", url, url=False)
     assert result.code == 2 and result.err.startswith("Error: invalid database URL")
+    assert result.err.count("\n") == 1
+
+
+def test_a_file_name_with_a_nul_is_bad_input(fizz: Fizz) -> None:
+    result = fizz("add", "--file", "a\x00b")
+    assert (result.code, result.err) == (2, "Error: cannot read 'a\\x00b': not a valid file "
+                                            "name\n")
 
 
 def test_database_url_option_beats_the_environment(database: str) -> None:
