@@ -1,9 +1,11 @@
 """fizz start-up benchmark: how long `fizz --help` and `fizz add` take, whole process.
 
 Each command runs as a fresh process, one uncounted warm-up run then --repeat counted runs
-(default 20); wall time is measured around the process, CPU time (user + sys) from the
-kernel's accounting of the finished child. Reports min, median and max as a table and as
-JSON. A throwaway embedded PostgreSQL (default settings, fsync on) serves the `add` runs.
+(default 20), the commands taking turns (one run of each per round, so that a shared
+machine's drift weighs on all alike); wall time is measured around the process, CPU time
+(user + sys) from the kernel's accounting of the finished child. Reports min, median and
+max as a table and as JSON. A throwaway embedded PostgreSQL (default settings, fsync on)
+serves the `add` runs.
 
     python bench/startup.py                   # everything, 20 runs each
     python bench/startup.py -r 50 --json out.json
@@ -66,12 +68,23 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def measure(command: list[str], env: dict[str, str], repeat: int) -> dict[str, object]:
-    timed(command, env)  # warm-up: page cache, PostgreSQL's catalog caches
-    runs = [timed(command, env) for _ in range(repeat)]
-    walls = [1000 * wall for wall, _ in runs]
-    cpus = [1000 * cpu for _, cpu in runs]
-    return {"wall_ms": summary(walls), "cpu_ms": summary(cpus), "runs_wall_ms": walls}
+def measure(rows: dict[str, tuple[list[str], dict[str, str]]],
+            repeat: int) -> dict[str, dict[str, object]]:
+    """Every row once per round, round after round, so that a machine that slows down or
+    speeds up (a shared one) weighs on every row alike."""
+    for command, env in rows.values():
+        timed(command, env)  # warm-up: page cache, PostgreSQL's catalog caches
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+    for _ in range(repeat):
+        for name, (command, env) in rows.items():
+            runs[name].append(timed(command, env))
+    results: dict[str, dict[str, object]] = {}
+    for name, pairs in runs.items():
+        walls = [1000 * wall for wall, _ in pairs]
+        cpus = [1000 * cpu for _, cpu in pairs]
+        results[name] = {"wall_ms": summary(walls), "cpu_ms": summary(cpus),
+                         "runs_wall_ms": walls}
+    return results
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -107,10 +120,7 @@ def main() -> None:
             "add": ([fizz, "add", "Fizz"], named),
             "add_embedded": ([fizz, "add", "Fizz"], embedded),
         }
-        for name, (command, env) in rows.items():
-            results[name] = measure(command, env, args.repeat)
-            print(f"  {name}: median {results[name]['wall_ms']['median']:.1f} ms",  # type: ignore[index]
-                  file=sys.stderr)
+        results.update(measure(rows, args.repeat))
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
