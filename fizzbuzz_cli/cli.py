@@ -1,23 +1,44 @@
-"""The `fizz` command line: parse, call one function, render. Nothing else lives here."""
+"""The `fizz` command line: parse, call one function, render. Nothing else lives here.
 
-from __future__ import annotations
+Start-up time is part of the interface (scripts run `fizz add` once per task), so this
+module loads only Typer and fizz's small modules (config, errors, tasks); each command
+imports what it needs when it runs: psycopg (through fizzbuzz_cli.database), rich (on a
+terminal only), the bulk reader, the worker, the server. fizz's own parsers convert every
+parameter (see `_Convert`): Typer's conversion would load pydantic (some 50 ms) and put its
+phrasing into the errors.
 
+Every error is one line on stderr in fizz's own words, exit 2 for bad usage or input
+(nothing is changed) and 1 for a failure at run time. Help is plain Click-style text.
+
+No `from __future__ import annotations` here: Typer reads the signatures of the commands, and
+annotations kept as strings would be compiled and evaluated anew on every run (18 ms).
+"""
+
+import contextlib
 import json
 import logging
+import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from typer.core import TyperGroup
+from typer._click.exceptions import (
+    BadOptionUsage,
+    MissingParameter,
+    NoArgsIsHelpError,
+    NoSuchOption,
+    UsageError,
+)
+from typer._click.parser import _OptionParser
+from typer.core import TyperCommand, TyperGroup
 
-from fizzbuzz_cli import __version__, config, db
-from fizzbuzz_cli.bulk import FileFormat, TaskReader
+from fizzbuzz_cli import __version__, config
 from fizzbuzz_cli.config import ServerSettings, WorkerSettings
-from fizzbuzz_cli.errors import BadInput, FizzError
+from fizzbuzz_cli.errors import BadInput, FizzError, brief
 from fizzbuzz_cli.tasks import (
     TIME_HELP,
     Status,
@@ -28,85 +49,414 @@ from fizzbuzz_cli.tasks import (
     parse_time,
 )
 
+log = logging.getLogger("fizz.cli")
+
+# ---------------------------------------------------------------------------- parsing
+
+MAX_LIMIT = 2**63 - 1  # LIMIT takes a bigint
+_NEGATIVE = re.compile(r"-[0-9]")
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
+def _whole_number(option: str, low: int, high: int) -> Callable[[str], int]:
+    """A parser for an option taking a whole number in [low, high], ASCII digits only."""
+
+    def parse(text: str) -> int:
+        if not _WHOLE.fullmatch(text) or len(text) > len(str(high)) or not (
+                low <= int(text) <= high):
+            raise BadInput(f"invalid {option} {text!r}: use a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
+def _seconds(option: str, low: float, high: float) -> Callable[[str], float]:
+    """A parser for an option taking seconds in [low, high]: decimal digits, never inf or nan."""
+
+    def parse(text: str) -> float:
+        value = float(text) if _DECIMAL.fullmatch(text) else math.nan
+        if not (math.isfinite(value) and low <= value <= high):
+            raise BadInput(f"invalid {option} {text!r}: use a number of seconds from {low:g} "
+                           f"to {high:g}")
+        return value
+
+    return parse
+
+
+def _file_format(text: str) -> Any:
+    from fizzbuzz_cli.bulk import FileFormat
+
+    return FileFormat.parse(text)
+
+
+class _Convert:
+    """Converts a parameter's command-line text with fizz's own parser for it. Installed on
+    every parameter in place of Typer's conversion, which goes through pydantic (50 ms of
+    start-up, and its phrasing in the errors). A BadInput from the parser is a usage error."""
+
+    def __init__(self, parse: Callable[[str], Any] | None, many: bool) -> None:
+        self.parse = parse
+        self.many = many
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:
+            return () if self.many else None
+        if self.many:
+            return [self._one(item, param, ctx) for item in value]
+        return self._one(value, param, ctx)
+
+    def _one(self, value: Any, param: Any, ctx: Any) -> Any:
+        if self.parse is None or not isinstance(value, str):
+            return value  # text wanted as it is, a flag, a count, or a default
+        try:
+            return self.parse(value)
+        except BadInput as exc:
+            raise typer.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _use_fizz_parsers(params: Iterable[Any]) -> None:
+    """Give every parameter a _Convert (Typer 0.29 asks a parameter's `_runtime_param` how to
+    convert it; typer is pinned to 0.29.x for this)."""
+    for param in params:
+        descriptor = param.type_descriptor
+        parse = descriptor.parameter_info.parser
+        if parse is None and descriptor.annotation not in (str, bool) and not getattr(
+                param, "count", False):
+            raise TypeError(f"the parameter {param.name!r} needs a parser")
+        param._runtime_param = _Convert(parse, many=param.multiple or param.nargs == -1)
+
+
+def _with_fizz_parser(option: Any) -> Any:
+    """The --help option, made by Click on demand, converted like the others."""
+    if option is not None and option._runtime_param is None:
+        _use_fizz_parsers([option])
+    return option
+
+
+class _Parser(_OptionParser):
+    """Click's option parser, except that a word such as -1d, -5m or -30s is a value (a time
+    in the past), never an option: no fizz option is a digit."""
+
+    def _process_opts(self, arg: str, state: Any) -> None:
+        if _NEGATIVE.match(arg) and arg not in self._short_opt:
+            state.largs.append(arg)
+        else:
+            super()._process_opts(arg, state)
+
+
+# ---------------------------------------------------------------------------- help
+
+
+def _usage_pieces(command: Any, ctx: Any) -> list[str]:
+    pieces = [command.options_metavar] if command.options_metavar else []
+    for param in command.get_params(ctx):
+        if param.param_type_name == "argument":
+            name = _metavar(param)
+            pieces.append(name if param.required else f"[{name}]")
+    return pieces
+
+
+def _metavar(param: Any) -> str:
+    name = param.metavar or param.name.upper()
+    return f"{name}..." if param.nargs == -1 else name
+
+
+def _format_params(command: Any, ctx: Any, formatter: Any) -> None:
+    arguments, options = [], []
+    for param in command.get_params(ctx):
+        if getattr(param, "hidden", False):
+            continue
+        if param.param_type_name == "argument":
+            arguments.append((_metavar(param), _with_default(param, param.help or "")))
+            continue
+        names = ", ".join(sorted([*param.opts, *param.secondary_opts], key=len))
+        if not (param.is_flag or param.count):
+            names += f" {param.metavar or 'VALUE'}"
+        help_text = _with_default(param, param.help or "")
+        if param.envvar and param.show_envvar:
+            help_text += f" [env var: {param.envvar}]"
+        options.append((names, help_text))
+    for title, rows in (("Arguments", arguments), ("Options", options)):
+        if rows:
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+def _with_default(param: Any, text: str) -> str:
+    default = param.default
+    if (param.show_default is True and default not in (None, False, "")
+            and not getattr(param, "count", False)):
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{text} [default: {shown}]"
+    return text
+
+
+def _format_epilog(command: Any, formatter: Any) -> None:
+    """The examples, one per line, as written (Click would rewrap them into a paragraph)."""
+    if command.epilog:
+        formatter.write_paragraph()
+        for line in command.epilog.splitlines():
+            formatter.write(f"{'':>{formatter.current_indent}}{line}\n")
+
+
+def _examples(*lines: str) -> str:
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# ---------------------------------------------------------------------------- commands and errors
+
+
+class FizzCommand(TyperCommand):
+    """A fizz command: fizz's parsers, -1d as a value, plain help, fizz's error words."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["rich_markup_mode"] = None
+        super().__init__(*args, **kwargs)
+        _use_fizz_parsers(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _with_fizz_parser(super().get_help_option(ctx))
+
+    def make_parser(self, ctx: Any) -> _OptionParser:
+        parser = _Parser(ctx)
+        for param in self.get_params(ctx):
+            param.add_to_parser(parser, ctx)
+        return parser
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        allowed, ctx.allow_extra_args = ctx.allow_extra_args, True
+        try:
+            rest = super().parse_args(ctx, args)
+        finally:
+            ctx.allow_extra_args = allowed
+        if rest and not allowed:
+            raise UsageError(f"unexpected argument {rest[0]!r}", ctx)
+        return rest
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return _usage_pieces(self, ctx)
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        _format_params(self, ctx, formatter)
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        _format_epilog(self, formatter)
+
 
 class FizzGroup(TyperGroup):
-    """Reports every error as one line on stderr (no traceback, no box) with its exit code:
-    2 for bad usage or input (Click's convention), 1 for failures at run time."""
+    """The fizz command (and `fizz db`). Reports every error as one line on stderr with its
+    exit status; with no arguments, prints the help and exits 0 (as git and docker do)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["rich_markup_mode"] = None
+        super().__init__(**kwargs)
+        _use_fizz_parsers(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _with_fizz_parser(super().get_help_option(ctx))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str, Any, list[str]]:
+        name = args[0]
+        command = self.get_command(ctx, name)
+        if command is None:
+            from difflib import get_close_matches
+
+            close = get_close_matches(name, list(self.commands))
+            hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+                    else f"use one of {', '.join(self.commands)}")
+            if name.isdigit() and ctx.find_root().meta.get("fizz.verbose"):
+                hint = "-v takes no number: repeat it instead (-vv)"  # fizz --verbose 2 list
+            raise UsageError(f"no such command {name!r}: {hint}", ctx)
+        return name, command, args[1:]
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [*_usage_pieces(self, ctx), self.subcommand_metavar]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        _format_params(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        _format_epilog(self, formatter)
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        started = time.perf_counter()
         try:
-            result = super().main(args, prog_name, complete_var, False, **extra)
-        except typer.TyperException as exc:  # Click-style usage errors: exit 2
-            ctx = getattr(exc, "ctx", None)
-            message = exc.format_message().rstrip(".")
-            if ctx is not None and exc.exit_code == 2:
-                message += f". Try '{ctx.command_path} --help'"
-            _fail(message, exc.exit_code)
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except NoArgsIsHelpError as exc:
+            print(exc.ctx.get_help())
+            code = 0
+        except typer.TyperException as exc:  # Click's usage errors
+            _fail(_usage_message(exc), getattr(exc, "exit_code", 2))
         except FizzError as exc:
             _fail(str(exc), exc.exit_code)
         except (typer.Abort, KeyboardInterrupt):
             _fail("interrupted", 130)
-        sys.exit(result if isinstance(result, int) else 0)
+        except OSError as exc:  # stdout on a full disk, a file that fails while read
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(f"{exc.strerror or brief(exc)}{where}", 1)
+        log.debug("finished in %.1f ms", (time.perf_counter() - started) * 1000)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: Exception) -> str:
+    """A usage error in fizz's words: what is wrong, and where to read what is valid."""
+    ctx = getattr(exc, "ctx", None)
+    see = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    if isinstance(exc, MissingParameter) and exc.param is not None:
+        param = exc.param
+        what = (_metavar(param) if param.param_type_name == "argument"
+                else " / ".join(param.opts))
+        return f"missing {what}{see}"
+    if isinstance(exc, typer.BadParameter):  # from fizz's parsers: names the valid values
+        return exc.message
+    if isinstance(exc, NoSuchOption):
+        from difflib import get_close_matches
+
+        close = get_close_matches(exc.option_name, exc.possibilities or (), cutoff=0.75)
+        hint = f": did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"no such option {exc.option_name!r}{hint}{see}"
+    if isinstance(exc, BadOptionUsage):
+        needs = "needs a value" if "requires" in exc.message else "takes no value"
+        return f"{exc.option_name} {needs}{see}"
+    if isinstance(exc, UsageError):
+        return f"{exc.message}{see}"
+    return exc.format_message() if hasattr(exc, "format_message") else str(exc)
 
 
 def _fail(message: str, code: int) -> None:
-    sys.stdout.flush()
-    print(f"Error: {message}", file=sys.stderr)
+    """Exit with one line on stderr (if stderr can still be written to)."""
+    line = f"Error: {' '.join(message.splitlines())}\n"
+    for stream, text in ((sys.stdout, ""), (sys.stderr, line)):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.write(text)
+                stream.flush()
     sys.exit(code)
 
+
+# ---------------------------------------------------------------------------- logging
+
+
+def _verbosity(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> None:
+    """-v and -q, before the command or after it: they add up over the whole command line."""
+    meta = ctx.find_root().meta
+    if param.name == "verbose":
+        meta["fizz.verbose"] = meta.get("fizz.verbose", 0) + (value or 0)
+    elif value:
+        meta["fizz.quiet"] = True
+    _configure_logging(meta.get("fizz.verbose", 0), meta.get("fizz.quiet", False))
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each record to whatever sys.stderr is at that moment (CliRunner swaps it):
+    through rich on a terminal, loaded with the first record so that a command that logs
+    nothing never imports it; as plain timestamped lines otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr
+        if stream is None:
+            return
+        try:
+            if stream.isatty():
+                self._rich_handler().emit(record)
+            else:
+                stream.write(self.format(record) + "\n")
+                stream.flush()
+        except Exception:  # logging must never take a command down
+            self.handleError(record)
+
+    def _rich_handler(self) -> logging.Handler:
+        if self._rich is None:
+            from rich.console import Console
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(console=Console(stderr=True), show_path=False,
+                                     markup=False, log_time_format="[%X]")
+        return self._rich
+
+
+_HANDLER = _StderrHandler()
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Logs go to stderr. Default: fizz's INFO lines; -q: warnings and errors only; -v:
+    fizz's debug lines (which database, timings); -vv: psycopg's debug lines too."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    for name, wanted in (("fizz", True), ("psycopg", verbose >= 2 and not quiet)):
+        logger = logging.getLogger(name)
+        if wanted:
+            if _HANDLER not in logger.handlers:
+                logger.addHandler(_HANDLER)
+            logger.setLevel(level)
+            logger.propagate = False
+        elif _HANDLER in logger.handlers:
+            logger.removeHandler(_HANDLER)
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+
+
+# ---------------------------------------------------------------------------- the app
+
+_FIZZ_EXAMPLES = _examples(
+    "fizz add Fizz 2023-03-28T11:59:59Z",
+    "fizz add buzz +30s",
+    "fizz list --status waiting",
+    "fizz work",
+    "fizz -v list --json",
+)
 
 app = typer.Typer(
     cls=FizzGroup,
     help="fizz: schedule Fizz, Buzz and FizzBuzz tasks in PostgreSQL and run them on time.",
-    epilog="Run 'fizz COMMAND --help' for examples.",
+    epilog=_FIZZ_EXAMPLES + "\n\nRun 'fizz COMMAND --help' for the options and examples of each.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(
     cls=FizzGroup,
     help="Manage the embedded local PostgreSQL (the default database).",
+    epilog=_examples("fizz db status", "fizz db stop", 'psql "$(fizz db url)"'),
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
+
+
+def _command(group: typer.Typer, name: str, *examples: str) -> Callable[[Any], Any]:
+    return group.command(name, cls=FizzCommand, epilog=_examples(*examples))
+
 
 DatabaseUrl = Annotated[
     Optional[str],
     typer.Option(
         "--database-url",
         metavar="URL",
-        envvar=config.DATABASE_URL_ENV,
-        show_envvar=True,
-        help="PostgreSQL URL. Default: the embedded local server, started on first use.",
+        help=f"PostgreSQL URL. Default: ${config.DATABASE_URL_ENV}, else the embedded local "
+        "server (started on first use).",
     ),
 ]
-
-
-def _checked(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
-    """A Typer parser from one of ours: its BadInput becomes a usage error (exit 2)."""
-
-    def parser(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value  # a default, already parsed
-        try:
-            return parse(value)
-        except BadInput as exc:
-            raise typer.BadParameter(str(exc)) from None
-
-    return parser
-
-
-TaskId = Annotated[int, typer.Argument(parser=_checked(parse_task_id), metavar="ID",
-                                       show_default=False, help="The task id.")]
+Verbose = Annotated[int, typer.Option(
+    "--verbose", "-v", count=True, expose_value=False, callback=_verbosity,
+    help="More on stderr: -v which database and timings, -vv psycopg's own debug lines.")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", expose_value=False, callback=_verbosity,
+    help="Only warnings and errors on stderr.")]
+TaskId = Annotated[int, typer.Argument(parser=parse_task_id, metavar="ID", show_default=False,
+                                       help="The task id.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-def _examples(*lines: str) -> str:
-    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
-
 
 _STATUS_STYLE = {Status.WAITING: "yellow", Status.CLAIMED: "cyan", Status.COMPLETE: "green"}
 
@@ -121,60 +471,22 @@ def _version(value: bool) -> None:
 def main_options(
     version: Annotated[Optional[bool], typer.Option(
         "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
-    verbose: Annotated[int, typer.Option(
-        "--verbose", "-v", count=True, help="More log detail on stderr (-vv for debug).")] = 0,
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """fizz: schedule Fizz, Buzz and FizzBuzz tasks in PostgreSQL and run them on time."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    _setup_logging(level)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is when a record is logged (not when it was set up)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def _setup_logging(level: int) -> None:
-    """Logs go to stderr: rich on a terminal, plain timestamped lines otherwise."""
-    logger = logging.getLogger("fizz")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    console = Console(stderr=True)
-    if console.is_terminal:
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False,
-                                               log_time_format="[%X]")
-    else:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-
-
-# ---------------------------------------------------------------------------- commands
-
-
-@app.command("init-db", epilog=_examples(
-    'fizz init-db',
-    'fizz init-db --database-url postgresql://localhost/tasks',
-))
-def init_db(database_url: DatabaseUrl = None) -> None:
+@_command(app, "init-db", "fizz init-db",
+          "fizz init-db --database-url postgresql://localhost/tasks")
+def init_db(database_url: DatabaseUrl = None, verbose: Verbose = 0, quiet: Quiet = False) -> None:
     """Create or upgrade the schema; safe to run any number of times.
 
     A tasks table made by the original project is upgraded in place, keeping its rows.
     """
-    url, _ = config.database_url(database_url)
+    from fizzbuzz_cli import database, db
+
+    url = database.init_url(database_url)
     with db.session(url) as conn:
         result = db.migrate(conn)
     if result.previous == result.current:
@@ -189,49 +501,54 @@ def init_db(database_url: DatabaseUrl = None) -> None:
         print(f"Created the fizz schema (version {result.current}).")
 
 
-@app.command(epilog=_examples(
-    'fizz add Fizz 2023-03-28T11:59:59Z',
-    'fizz add buzz +30s',
-    "fizz add FizzBuzz 'in 10 minutes'",
-    'fizz add --file tasks.jsonl',
-    'cat tasks.csv | fizz add --file -',
-))
+@_command(app, "add", "fizz add Fizz 2023-03-28T11:59:59Z", "fizz add buzz +30s",
+          "fizz add Buzz -5m", "fizz add FizzBuzz 'in 10 minutes'",
+          "fizz add --file tasks.jsonl", "cat tasks.csv | fizz add --file -")
 def add(
     task_type: Annotated[Optional[TaskType], typer.Argument(
-        metavar="TYPE", parser=_checked(TaskType.parse), show_default=False,
+        metavar="TYPE", parser=TaskType.parse, show_default=False,
         help="Fizz, Buzz or FizzBuzz (any case).")] = None,
-    when: Annotated[str, typer.Argument(metavar="[TIME]",
-                                        help=f"When to run it: {TIME_HELP}.")] = "now",
+    when: Annotated[Any, typer.Argument(
+        metavar="TIME", parser=parse_time, help=f"When to run it: {TIME_HELP}.")] = "now",
     file: Annotated[Optional[str], typer.Option(
         "--file", "-f", metavar="PATH",
-        help='Add many tasks from JSON lines ({"type": "Fizz", "time": "..."}) or CSV '
-             "(type,time); '-' reads stdin. All or nothing.")] = None,
-    file_format: Annotated[FileFormat, typer.Option(
-        "--format", case_sensitive=False,
-        help="Format of --file (auto: by name, else by content).")] = FileFormat.AUTO,
+        help="Add many tasks from a file ('-': stdin), all or nothing: JSON lines "
+             '({"type": "Fizz", "time": "..."} per line), a JSON array of such objects, or '
+             "CSV (type,time). A missing or empty time means now.")] = None,
+    file_format: Annotated[Optional[str], typer.Option(
+        "--format", metavar="FORMAT", parser=_file_format,
+        help="Format of --file: jsonl or json (JSON lines or a JSON array), or csv. "
+             "Default: from the file name, else from the first character.")] = None,
     as_json: AsJson = False,
     database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
-    """Schedule a task and print its id (with --file: schedule many and print how many)."""
+    """Schedule a task and print its id; with --file, many (and print how many)."""
     if file is not None:
         if task_type is not None:
             raise BadInput("give either TYPE [TIME] or --file PATH, not both")
         _add_file(file, file_format, as_json, database_url)
         return
+    if file_format is not None:
+        raise BadInput("--format goes with --file PATH")
     if task_type is None:
         raise BadInput("missing TYPE (Fizz, Buzz or FizzBuzz), or --file PATH")
-    moment = parse_time(when)  # before connecting: bad input changes nothing
-    with config.open_database(database_url) as conn:
-        task = db.add_task(conn, task_type, moment)
+    from fizzbuzz_cli import database, db
+
+    with database.opened(database_url) as conn:
+        task = db.add_task(conn, task_type, when)
     print(json.dumps(task.to_json()) if as_json else task.id)
 
 
-def _add_file(path: str, file_format: FileFormat, as_json: bool, database_url: str | None) -> None:
-    stream = typer.get_binary_stream("stdin") if path == "-" else _open(path)
-    total = None if path == "-" else Path(path).stat().st_size
-    reader = TaskReader(stream, file_format, name=path)
+def _add_file(path: str, file_format: Any, as_json: bool, database_url: str | None) -> None:
+    from fizzbuzz_cli import database, db
+    from fizzbuzz_cli.bulk import FileFormat, TaskReader
+
+    stream, total = _open_input(path)
+    reader = TaskReader(stream, file_format or FileFormat.AUTO, name=path)
     started = time.perf_counter()
-    with config.open_database(database_url) as conn, _progress(total, reader) as progress:
+    with database.opened(database_url) as conn, _progress(total, reader) as progress:
         count = db.add_tasks(conn, reader, progress)
     elapsed = time.perf_counter() - started
     print(json.dumps({"added": count}) if as_json else count)
@@ -239,23 +556,33 @@ def _add_file(path: str, file_format: FileFormat, as_json: bool, database_url: s
     logging.getLogger("fizz").info("added %s tasks in %.2f s%s", f"{count:,}", elapsed, rate)
 
 
-def _open(path: str) -> Any:
+def _open_input(path: str) -> tuple[Any, int | None]:
+    """The binary stream to read and its size when known (for the progress bar)."""
+    if path == "-":
+        if sys.stdin is None:
+            raise BadInput("cannot read stdin: it is closed (give --file PATH, or pipe the "
+                           "tasks in)")
+        return sys.stdin.buffer, None
     try:
-        return open(path, "rb")
+        stream = open(path, "rb")  # noqa: SIM115 - read by the caller, closed at exit
+        size = os.fstat(stream.fileno()).st_size
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL in the name
+        raise BadInput(f"cannot read {path!r}: not a valid file name") from None
+    return stream, size or None
 
 
 class _progress:
     """A rich progress bar on stderr while a bulk file loads, only when stderr is a terminal."""
 
-    def __init__(self, total: int | None, reader: TaskReader) -> None:
+    def __init__(self, total: int | None, reader: Any) -> None:
         self.total, self.reader, self.bar = total, reader, None
 
     def __enter__(self) -> Any:
-        console = Console(stderr=True)
-        if not console.is_terminal:
+        if sys.stderr is None or not sys.stderr.isatty():
             return None
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -269,7 +596,7 @@ class _progress:
         if self.total:
             columns = [TextColumn("adding tasks"), BarColumn(), DownloadColumn(),
                        TimeRemainingColumn(), TextColumn("{task.fields[rows]:,} tasks")]
-        self.bar = Progress(*columns, console=console, transient=True)
+        self.bar = Progress(*columns, console=Console(stderr=True), transient=True)
         self.bar.start()
         job = self.bar.add_task("add", total=self.total, rows=0)
 
@@ -284,25 +611,30 @@ class _progress:
             self.bar.stop()
 
 
-@app.command("list", epilog=_examples(
-    'fizz list',
-    'fizz list --type fizz --status waiting',
-    'fizz list --status complete --limit 20 --json',
-))
+@_command(app, "list", "fizz list", "fizz list --type fizz --status waiting",
+          "fizz list --status complete --limit 20 --json")
 def list_tasks(
     task_type: Annotated[Optional[TaskType], typer.Option(
-        "--type", "-t", metavar="TYPE", parser=_checked(TaskType.parse),
+        "--type", "-t", metavar="TYPE", parser=TaskType.parse,
         help="Only tasks of this type: fizz, buzz or fizzbuzz (any case).")] = None,
     status: Annotated[Optional[Status], typer.Option(
-        "--status", "-s", metavar="STATUS", parser=_checked(Status.parse),
+        "--status", "-s", metavar="STATUS", parser=Status.parse,
         help="Only tasks in this state: waiting, claimed or complete (any case).")] = None,
     limit: Annotated[Optional[int], typer.Option(
-        "--limit", "-n", min=0, help="At most this many tasks.")] = None,
+        "--limit", "-n", metavar="N", parser=_whole_number("--limit", 1, MAX_LIMIT),
+        help="At most N tasks (the first N in id order).")] = None,
     as_json: AsJson = False,
     database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
-    """List tasks in id order: a table for people, a JSON array with --json. Streams."""
-    with config.open_database(database_url) as conn:
+    """List tasks in id order: a table, or a JSON array with --json.
+
+    Streams: a million tasks do not fill the memory.
+    """
+    from fizzbuzz_cli import database, db
+
+    with database.opened(database_url) as conn:
         tasks = db.iter_tasks(conn, task_type, status, limit)
         if as_json:
             _write_json_array(tasks)
@@ -323,21 +655,20 @@ def _write_json_array(tasks: Iterable[Task]) -> None:
 def _write_table(tasks: Iterable[Task], chunk: int = 1000) -> None:
     """Aligned columns, written chunk by chunk so a million rows keep memory flat."""
     console = _stdout_console()
-    color = console.is_terminal
     written = False
     for rows in _chunks(tasks, chunk):
         width = max(len(str(rows[-1].id)), 2)
         lines = []
         if not written:
             header = f"{'ID':>{width}}  {'TYPE':<8}  {'STATUS':<8}  TIME"
-            lines.append(f"[bold]{header}[/]" if color else header)
+            lines.append(f"[bold]{header}[/]" if console else header)
         for task in rows:
             status = f"{task.status.value:<8}"
-            if color:
+            if console:
                 status = f"[{_STATUS_STYLE[task.status]}]{status}[/]"
             lines.append(f"{task.id:>{width}}  {task.type.value:<8}  {status}  "
                          f"{format_time(task.time)}")
-        if color:
+        if console:
             console.print("\n".join(lines))
         else:
             sys.stdout.write("\n".join(lines) + "\n")
@@ -357,80 +688,120 @@ def _chunks(items: Iterable[Task], size: int) -> Iterator[list[Task]]:
         yield chunk
 
 
-@app.command(epilog=_examples('fizz show 42', 'fizz show 42 --json'))
-def show(task_id: TaskId, as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
+@_command(app, "show", "fizz show 42", "fizz show 42 --json")
+def show(task_id: TaskId, as_json: AsJson = False, database_url: DatabaseUrl = None,
+         verbose: Verbose = 0, quiet: Quiet = False) -> None:
     """Show one task."""
-    with config.open_database(database_url) as conn:
+    from fizzbuzz_cli import database, db
+
+    with database.opened(database_url) as conn:
         task = db.get_task(conn, task_id)
-    _write_task(task, as_json)
+    _write_tasks([task], as_json)
 
 
-@app.command(epilog=_examples('fizz delete 42', 'fizz delete 42 --json'))
-def delete(task_id: TaskId, as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
-    """Delete one task and print it (a worker running it drops it)."""
-    with config.open_database(database_url) as conn:
-        task = db.delete_task(conn, task_id)
-    _write_task(task, as_json)
+@_command(app, "delete", "fizz delete 42", "fizz delete 42 43 44 --json")
+def delete(
+    task_ids: Annotated[list[int], typer.Argument(
+        parser=parse_task_id, metavar="ID", show_default=False,
+        help="The ids of the tasks to delete: all of them, or none if one does not exist.")],
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Delete tasks and print them (a worker running one drops it). All or nothing.
+
+    With --json, one JSON object per line, one line per task.
+    """
+    from fizzbuzz_cli import database, db
+
+    with database.opened(database_url) as conn:
+        tasks = db.delete_tasks(conn, task_ids)
+    _write_tasks(tasks, as_json)
 
 
-def _write_task(task: Task, as_json: bool) -> None:
+def _write_tasks(tasks: list[Task], as_json: bool) -> None:
+    """Tasks as JSON lines, or as blocks of `field  value` lines separated by a blank line."""
     if as_json:
-        print(json.dumps(task.to_json()))
+        for task in tasks:
+            print(json.dumps(task.to_json()))
         return
-    lines = []
-    for key, value in task.to_json().items():
-        if key == "typ":
-            continue
-        text = "-" if value is None else str(value)
-        if key == "status":
-            text = f"[{_STATUS_STYLE[task.status]}]{text}[/]"
-        lines.append(f"[bold]{key:<12}[/]  {text}")
-    _stdout_console().print("\n".join(lines))
+    console = _stdout_console()
+    blocks = []
+    for task in tasks:
+        lines = []
+        for key, value in task.to_json().items():
+            if key == "typ":
+                continue
+            text = "-" if value is None else str(value)
+            if console:
+                style = _STATUS_STYLE[task.status] if key == "status" else "default"
+                lines.append(f"[bold]{key:<12}[/]  [{style}]{text}[/]")
+            else:
+                lines.append(f"{key:<12}  {text}")
+        blocks.append("\n".join(lines))
+    if console:
+        console.print("\n\n".join(blocks))
+    else:
+        print("\n\n".join(blocks))
 
 
-def _stdout_console() -> Console:
+def _stdout_console() -> Any:
+    """A rich console for stdout on a terminal (colours); None for pipes and files."""
+    if sys.stdout is None or not sys.stdout.isatty():
+        return None
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
-@app.command(epilog=_examples(
-    "fizz work",
-    "fizz work --concurrency 100 --lease 30",
-    "fizz work --drain        # run what is due, then exit",
-    "fizz work --drain --wait # run everything waiting, even later, then exit",
-    "fizz work --metrics-port 9108   # Prometheus metrics of this worker",
-))
+@_command(app, "work", "fizz work", "fizz work --concurrency 100 --lease 30",
+          "fizz work --drain          # run what is due, then exit",
+          "fizz work --drain --wait   # everything waiting, even later, then exit",
+          "fizz work --metrics-port 9108   # Prometheus metrics of this worker")
 def work(
     concurrency: Annotated[int, typer.Option(
-        "--concurrency", "-c", min=1, help="Tasks in flight at most (sleeping Fizz and Buzz "
-        "tasks included).")] = WorkerSettings.concurrency,
+        "--concurrency", "-c", metavar="N",
+        parser=_whole_number("--concurrency", 1, config.MAX_CONCURRENCY),
+        help="Tasks in flight at most (sleeping Fizz and Buzz tasks included).")]
+    = WorkerSettings.concurrency,
     lease: Annotated[float, typer.Option(
-        min=1.0, help="Seconds a claim lasts unless renewed; a dead worker's tasks run "
-        "elsewhere about this long after it died.")] = WorkerSettings.lease,
+        metavar="SECONDS", parser=_seconds("--lease", 1, config.MAX_LEASE),
+        help="How long a claim lasts unless renewed; a dead worker's tasks run elsewhere "
+             "about this long after it died.")] = WorkerSettings.lease,
     grace: Annotated[float, typer.Option(
-        min=0.0, help="On Ctrl-C / SIGTERM, seconds running tasks get to finish before "
-        "they are handed back.")] = WorkerSettings.grace,
+        metavar="SECONDS", parser=_seconds("--grace", 0, config.MAX_GRACE),
+        help="On Ctrl-C / SIGTERM, how long running tasks get to finish before they are "
+             "handed back.")] = WorkerSettings.grace,
     ahead: Annotated[float, typer.Option(
-        min=0.0, help="Claim tasks this many seconds before they are due (at most half "
-        "the lease).")] = WorkerSettings.ahead,
+        metavar="SECONDS", parser=_seconds("--ahead", 0, config.MAX_LEASE / 2),
+        help="Claim tasks this long before they are due (at most half the lease).")]
+    = WorkerSettings.ahead,
     drain: Annotated[bool, typer.Option(
         "--drain", help="Exit 0 once no task is due or in flight.")] = False,
     wait: Annotated[bool, typer.Option(
         "--wait", help="With --drain: also wait for tasks due later; exit once none is "
         "waiting at all.")] = False,
     metrics_port: Annotated[Optional[int], typer.Option(
-        "--metrics-port", min=0, max=65535, metavar="PORT",
-        help="Serve this worker's Prometheus metrics on http://HOST:PORT/metrics.")] = None,
+        "--metrics-port", metavar="PORT", parser=_whole_number("--metrics-port", 0, 65535),
+        help="Serve this worker's Prometheus metrics on http://HOST:PORT/metrics (0: any "
+             "free port).")] = None,
     metrics_host: Annotated[str, typer.Option(
         "--metrics-host", metavar="HOST", help="Address for --metrics-port.")] = "127.0.0.1",
     database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
-    """Run due tasks at their time until stopped (Ctrl-C / SIGTERM: finish, hand back, exit 0).
+    """Run due tasks at their time, until Ctrl-C or SIGTERM.
 
-    Prints one line per task on stdout (Fizz <id>, Buzz <id>, FizzBuzz <time>); logs go to
-    stderr. Run as many workers as you like, on as many machines: each task runs once.
+    On Ctrl-C or SIGTERM it takes no new task, lets running ones finish (--grace), hands back
+    the rest and exits 0. Prints one line per task on stdout (Fizz <id>, Buzz <id>, FizzBuzz
+    <time>); logs go to stderr. Run as many workers as you like, on as many machines: each
+    task runs once.
     """
     if ahead > lease / 2:
         raise BadInput(f"--ahead {ahead:g} is more than half the lease ({lease:g} s)")
+    from fizzbuzz_cli import database, db
     from fizzbuzz_cli.worker import Worker
 
     if wait and not drain:
@@ -438,41 +809,44 @@ def work(
     settings = WorkerSettings(concurrency=concurrency, lease=lease, grace=grace, ahead=ahead,
                               drain=drain, drain_wait=wait, metrics_port=metrics_port,
                               metrics_host=metrics_host)
-    url = config.prepared_database_url(database_url)
+    url = database.prepared_url(database_url)
     with db.translate_errors():
         worker = Worker(url, settings)
         if worker.run() != 0:
             raise FizzError(worker.failure or "the worker failed")
 
 
-@app.command(epilog=_examples(
-    "fizz serve",
-    "fizz serve --port 8080",
-    "FIZZ_API_TOKEN=secret fizz serve --host 0.0.0.0",
-    "curl -X POST -H 'content-type: application/json' "
-    "-d '{\"type\": \"Fizz\", \"time\": \"2023-03-28T11:59:59Z\"}' localhost:8000/tasks",
-))
+@_command(app, "serve", "fizz serve", "fizz serve --port 8080",
+          "FIZZ_API_TOKEN=secret fizz serve --host 0.0.0.0",
+          "curl -X POST -H 'content-type: application/json' "
+          "-d '{\"type\": \"Fizz\", \"time\": \"2023-03-28T11:59:59Z\"}' localhost:8000/tasks")
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every "
-                                      "interface).")] = ServerSettings.host,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")]
-    = ServerSettings.port,
+    host: Annotated[str, typer.Option(
+        metavar="HOST", help="Address to listen on (0.0.0.0 for every interface).")]
+    = ServerSettings.host,
+    port: Annotated[int, typer.Option(
+        metavar="PORT", parser=_whole_number("--port", 0, 65535),
+        help="Port (0: any free port).")] = ServerSettings.port,
     token: Annotated[Optional[str], typer.Option(
-        envvar=config.API_TOKEN_ENV, show_envvar=True,
+        metavar="TOKEN", envvar=config.API_TOKEN_ENV, show_envvar=True,
         help="Require 'Authorization: Bearer TOKEN' on every route but /healthz.")] = None,
-    pool_size: Annotated[int, typer.Option(min=1, max=200, help="Database connections at "
-                                           "most.")] = ServerSettings.pool_size,
+    pool_size: Annotated[int, typer.Option(
+        metavar="N", parser=_whole_number("--pool-size", 1, 200),
+        help="Database connections at most.")] = ServerSettings.pool_size,
     database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
-    """Serve the HTTP API of the original project (and /healthz, /metrics, /openapi.json).
+    """Serve the original project's HTTP API (and /healthz, /metrics, /openapi.json).
 
     Runs until Ctrl-C / SIGTERM, then finishes the requests in flight and exits 0. Logs one
     line per request on stderr (-q hides them).
     """
+    from fizzbuzz_cli import database, db
     from fizzbuzz_cli.server import serve as run_server
 
     settings = ServerSettings(host=host, port=port, token=token or None, pool_size=pool_size)
-    url = config.prepared_database_url(database_url)
+    url = database.prepared_url(database_url)
     with db.translate_errors():
         run_server(url, settings)
 
@@ -480,9 +854,9 @@ def serve(
 # ---------------------------------------------------------------------------- db
 
 
-@db_app.command("start", epilog=_examples('fizz db start'))
-def db_start() -> None:
-    """Start the embedded PostgreSQL (it also starts by itself on first use)."""
+@_command(db_app, "start", "fizz db start")
+def db_start(verbose: Verbose = 0, quiet: Quiet = False) -> None:
+    """Start the embedded PostgreSQL (it also starts on first use)."""
     from fizzbuzz_cli.embedded import EmbeddedServer
 
     server = EmbeddedServer()
@@ -490,32 +864,39 @@ def db_start() -> None:
     _write_server_status(server.status(), as_json=False)
 
 
-@db_app.command("stop", epilog=_examples('fizz db stop'))
-def db_stop() -> None:
+@_command(db_app, "stop", "fizz db stop")
+def db_stop(verbose: Verbose = 0, quiet: Quiet = False) -> None:
     """Stop the embedded PostgreSQL; its data stays for the next start."""
     from fizzbuzz_cli.embedded import EmbeddedServer
 
-    stopped = EmbeddedServer().stop()
-    if stopped:
+    if EmbeddedServer().stop():
         print("Stopped the embedded PostgreSQL.")
     else:
         print("The embedded PostgreSQL was not running.")
 
 
-@db_app.command("status", epilog=_examples('fizz db status', 'fizz db status --json'))
-def db_status(as_json: AsJson = False) -> None:
-    """Show whether the embedded PostgreSQL runs, where, and on which port."""
+@_command(db_app, "status", "fizz db status", "fizz db status --json")
+def db_status(as_json: AsJson = False, verbose: Verbose = 0, quiet: Quiet = False) -> None:
+    """Show whether the embedded PostgreSQL runs, and where.
+
+    Also says when fizz commands do not use it (while FIZZ_DATABASE_URL is set).
+    """
     from fizzbuzz_cli.embedded import EmbeddedServer
 
     _write_server_status(EmbeddedServer().status(), as_json)
 
 
-@db_app.command("url", epilog=_examples('psql "$(fizz db url)"', 'fizz db url --tcp'))
+@_command(db_app, "url", 'psql "$(fizz db url)"', "fizz db url --tcp")
 def db_url(
     tcp: Annotated[bool, typer.Option("--tcp", help="A 127.0.0.1 URL with the password, "
                                       "instead of the Unix socket.")] = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
-    """Print a URL of the embedded database that psql and psycopg accept (starts it if needed)."""
+    """Print a URL of the embedded database for psql and psycopg.
+
+    Starts the server if it is not running.
+    """
     from fizzbuzz_cli.embedded import EmbeddedServer
 
     server = EmbeddedServer()
@@ -524,14 +905,47 @@ def db_url(
 
 
 def _write_server_status(status: Any, as_json: bool) -> None:
+    in_use = config.database_choice(None).embedded
     if as_json:
-        print(json.dumps(status.to_json()))
-    elif status.running:
+        print(json.dumps({**status.to_json(), "in_use": in_use}))
+        return
+    if status.running:
         print(f"running: PostgreSQL {status.version}, pid {status.pid}, port {status.port}, "
               f"data {status.data_dir}")
     else:
         print(f"stopped: data {status.data_dir}")
+    if not in_use:
+        print(f"not in use: {config.DATABASE_URL_ENV} is set, so fizz commands use that "
+              "database instead")
 
 
 def main() -> None:
-    app()
+    """The `fizz` console script and `python -m fizzbuzz_cli`.
+
+    Once a command is done and its output flushed, the process ends without the
+    interpreter's teardown (freeing some 400 modules, psycopg's among them: ~25 ms, as long
+    as `fizz add` itself). Nothing of fizz's waits on atexit: connections and files are
+    closed by the commands, log lines are flushed as they are written. With a thread still
+    running (there is none once `work` or `serve` return), the exit is the ordinary one.
+    """
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(code)
+    logging.shutdown()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except OSError:  # stdout closed early (`fizz list | head -1`): as Typer answers it
+        code = code or 1
+    os._exit(code)

@@ -1,20 +1,45 @@
-"""Configuration: which database to use, and the defaults of the worker and the server."""
+"""Settings: the environment variables fizz reads, where the embedded server lives, and the
+defaults and bounds of the worker and the server.
+
+A leaf: it imports no other fizz module, so anything may import it. Choosing, opening and
+migrating the database is `fizzbuzz_cli.database`'s job.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg
-
-from fizzbuzz_cli import db
 
 DATABASE_URL_ENV = "FIZZ_DATABASE_URL"
 API_TOKEN_ENV = "FIZZ_API_TOKEN"
 HOME_ENV = "FIZZ_HOME"  # the embedded server's folder (default: see default_home)
+
+# Bounds of `fizz work`'s options: beyond them a value is a slip of the keyboard, not a choice.
+MAX_CONCURRENCY = 1_000_000  # tasks in flight in one worker
+MAX_LEASE = 3600.0  # seconds: a dead worker's tasks would wait this long to run elsewhere
+MAX_GRACE = 3600.0  # seconds a stopping worker waits for its running tasks
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseChoice:
+    """Which database a command is to use, and who chose it."""
+
+    url: str | None  # None: the embedded server's, whose URL is known once it runs
+    source: str  # "--database-url", FIZZ_DATABASE_URL or "the embedded default"
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+
+def database_choice(explicit: str | None) -> DatabaseChoice:
+    """--database-url, else FIZZ_DATABASE_URL, else the embedded server. Starts nothing."""
+    if explicit:
+        return DatabaseChoice(explicit, "--database-url")
+    if env := os.environ.get(DATABASE_URL_ENV):
+        return DatabaseChoice(env, DATABASE_URL_ENV)
+    return DatabaseChoice(None, "the embedded default")
 
 
 def default_home() -> Path:
@@ -58,42 +83,3 @@ class ServerSettings:
     #                                request (keep-alive idle time included)
     http_lease: float = 60.0  # seconds a claim made through POST /tasks/pull/<id> lasts
     reap_interval: float = 0.5  # seconds between the reaper's observations (see reaper.py)
-
-
-def database_url(explicit: str | None) -> tuple[str, bool]:
-    """(URL, is_embedded): --database-url, else FIZZ_DATABASE_URL, else the embedded server.
-
-    The embedded server is started on first use, with its database created and migrated.
-    """
-    url = explicit or os.environ.get(DATABASE_URL_ENV)
-    if url:
-        return url, False
-    from fizzbuzz_cli.embedded import EmbeddedServer
-
-    return EmbeddedServer().ensure_database(), True
-
-
-def prepared_database_url(explicit: str | None) -> str:
-    """The URL for the long-running commands (work, serve), checked before they start: the
-    embedded database is migrated; another one must already have the current schema."""
-    url, embedded = database_url(explicit)
-    with db.session(url) as conn:
-        if embedded:
-            db.ensure_schema(conn)
-        else:
-            db.require_schema(conn)
-    return url
-
-
-@contextmanager
-def open_database(explicit: str | None) -> Iterator[psycopg.Connection]:
-    """One connection to the configured database, errors translated for the user.
-
-    The embedded database is fizz's own, so its schema is created or upgraded on the spot;
-    a database named by URL is left alone until `fizz init-db` is run on it.
-    """
-    url, embedded = database_url(explicit)
-    with db.session(url) as conn:
-        if embedded:
-            db.ensure_schema(conn)
-        yield conn

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -29,6 +30,7 @@ from fizzbuzz_cli.errors import (
     SchemaMissing,
     TaskNotFound,
     WrongState,
+    brief,
 )
 from fizzbuzz_cli.tasks import Status, Task, TaskType
 
@@ -59,6 +61,9 @@ GET_TASK = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s"
 
 DELETE_TASK = f"DELETE FROM tasks WHERE id = %s RETURNING {_TASK_COLUMNS}"
 
+# Several at once (`fizz delete 1 2 3`): one statement, so one transaction decides for all.
+DELETE_TASKS = f"DELETE FROM tasks WHERE id = ANY(%s::int[]) RETURNING {_TASK_COLUMNS}"
+
 NEXT_WAITING = "SELECT id, time FROM tasks WHERE status = 'Waiting' ORDER BY time, id LIMIT 1"
 
 CLAIM_ONE = f"""
@@ -88,14 +93,16 @@ def connect(url: str, *, autocommit: bool = True, **options: object) -> psycopg.
         return psycopg.connect(autocommit=autocommit, **params)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {describe(url)}: "
-                                  f"{_reason(exc)}") from None
+                                  f"{brief(exc)}") from None
+    except psycopg.ProgrammingError as exc:  # a setting psycopg reads itself: connect_timeout=x
+        raise BadInput(f"invalid database URL: {brief(exc)}") from None
 
 
 def parse_url(url: str) -> dict[str, object]:
     try:
         return dict(conninfo_to_dict(url))
     except psycopg.ProgrammingError as exc:
-        raise BadInput(f"invalid database URL: {_reason(exc)}") from None
+        raise BadInput(f"invalid database URL: {brief(exc)}") from None
 
 
 def describe(url: str) -> str:
@@ -107,6 +114,30 @@ def describe(url: str) -> str:
     host = str(params.get("host") or "localhost")
     port = str(params.get("port") or 5432)
     return f"{host}:{port}" if not host.startswith("/") else f"{host} (port {port})"
+
+
+_SECRETS = ("password", "sslpassword")
+_SECRET_SETTING = re.compile(r"\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)")
+
+
+def redact(url: str) -> str:
+    """A URL or conninfo string as it was given, its passwords replaced by ***: for messages
+    and debug logs that say which database a command means."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "an invalid URL"
+    if not any(key in params for key in _SECRETS):
+        return url
+    if "://" not in url:
+        return _SECRET_SETTING.sub(r"\1***", url)
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    query = urlencode([(k, "***" if k in _SECRETS else v) for k, v in parse_qsl(parts.query)],
+                      safe="/*")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hostport}", query=query))
 
 
 @contextmanager
@@ -125,20 +156,11 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except psycopg.errors.UndefinedTable as exc:
-        raise SchemaMissing(f"the database has no fizz schema ({_reason(exc)}): "
-                            "run 'fizz init-db'") from None
+        raise SchemaMissing(f"no fizz schema ({brief(exc)})") from None
     except psycopg.errors.UndefinedColumn as exc:
-        raise SchemaMissing(f"the fizz schema is out of date ({_reason(exc)}): "
-                            "run 'fizz init-db'") from None
+        raise SchemaMissing(f"an out-of-date fizz schema ({brief(exc)})") from None
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"lost the database connection: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The useful part of a psycopg message, on one line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = text.split("failed: ")[-1] if "failed: " in text else text
-    return text.removeprefix("FATAL:").strip()
+        raise DatabaseUnavailable(f"lost the database connection: {brief(exc)}") from None
 
 
 # ------------------------------------------------------------------------------ schema
@@ -159,8 +181,8 @@ def migrate(conn: psycopg.Connection) -> Migration:
         had_table, previous = schema_version(conn)
         if previous is not None and previous > SCHEMA_VERSION:
             raise SchemaMissing(
-                f"the database has fizz schema version {previous}, newer than this fizz "
-                f"understands ({SCHEMA_VERSION}): upgrade fizz"
+                f"fizz schema version {previous}, newer than this fizz understands "
+                f"({SCHEMA_VERSION})", "upgrade fizz"
             )
         conn.execute(SCHEMA_SQL)
         conn.execute("INSERT INTO fizz_meta (key, value) VALUES ('schema_digest', %s) "
@@ -188,10 +210,9 @@ def require_schema(conn: psycopg.Connection) -> None:
     if version == SCHEMA_VERSION:
         return
     if version is not None and version > SCHEMA_VERSION:
-        raise SchemaMissing(f"the database has fizz schema version {version}, newer than this "
-                            f"fizz understands ({SCHEMA_VERSION}): upgrade fizz")
-    what = "an older fizz schema" if had_table else "no fizz schema"
-    raise SchemaMissing(f"the database has {what}: run 'fizz init-db'")
+        raise SchemaMissing(f"fizz schema version {version}, newer than this fizz "
+                            f"understands ({SCHEMA_VERSION})", "upgrade fizz")
+    raise SchemaMissing("an older fizz schema" if had_table else "no fizz schema")
 
 
 def ensure_schema(conn: psycopg.Connection) -> None:
@@ -269,6 +290,28 @@ def get_task(conn: psycopg.Connection, task_id: int) -> Task:
 
 def delete_task(conn: psycopg.Connection, task_id: int) -> Task:
     return _one(conn, DELETE_TASK, [task_id], task_id)
+
+
+def delete_tasks(conn: psycopg.Connection, task_ids: list[int]) -> list[Task]:
+    """Delete every one of these tasks, or none: TaskNotFound names the first id that does not
+    exist and nothing is deleted. Returns the tasks in the order of `task_ids` (deduplicated)."""
+    wanted = list(dict.fromkeys(task_ids))
+    with conn.transaction(), conn.cursor(row_factory=TASK_ROW) as cur:
+        found = {task.id: task for task in cur.execute(DELETE_TASKS, [wanted])}
+        missing = [task_id for task_id in wanted if task_id not in found]
+        if len(wanted) == 1 and missing:
+            raise TaskNotFound(missing[0])
+        if missing:
+            which = f"task {missing[0]}" if len(missing) == 1 else f"tasks {_ids(missing)}"
+            raise TaskNotFound(missing[0], f"{which} not found; nothing was deleted")
+    return [found[task_id] for task_id in wanted]
+
+
+def _ids(ids: list[int], shown: int = 5) -> str:
+    """1, 2 and 3; 1, 2, 3, 4, 5 and 6 more."""
+    if len(ids) > shown:
+        return ", ".join(str(i) for i in ids[:shown]) + f" and {len(ids) - shown} more"
+    return ", ".join(str(i) for i in ids[:-1]) + f" and {ids[-1]}"
 
 
 def _one(conn: psycopg.Connection, query: str, params: object, task_id: int) -> Task:

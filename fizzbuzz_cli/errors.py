@@ -4,6 +4,19 @@
 from __future__ import annotations
 
 
+def brief(exc: BaseException) -> str:
+    """Any exception as one line for a message or a log: the first line of its text, without
+    the prefixes libpq puts in front of the reason ("connection to server at ... failed: ",
+    "FATAL: "), or the exception's type name when it has no text."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if "failed: " in text:
+        text = text.rsplit("failed: ", 1)[1]
+    return text.removeprefix("FATAL:").strip() or type(exc).__name__
+
+
 class FizzError(Exception):
     """A failure with a message meant for the user (one line, no traceback)."""
 
@@ -46,7 +59,16 @@ class DatabaseUnavailable(FizzError):
 
 
 class SchemaMissing(FizzError):
-    """The database has no fizz schema, or an older or newer one."""
+    """The database has no fizz schema, or an older or newer one. `problem` says which ("no
+    fizz schema"), `advice` what to do; a face that knows which database it means names it
+    in `where` (and may give better advice)."""
+
+    INIT_DB = "run 'fizz init-db'"
+
+    def __init__(self, problem: str, advice: str = INIT_DB, where: str = "the database") -> None:
+        super().__init__(f"{where} has {problem}: {advice}")
+        self.problem = problem
+        self.advice = advice
 
 
 class EmbeddedServerError(FizzError):
@@ -61,9 +83,3 @@ class ScheduleNotFound(FizzError):
     def __init__(self, schedule_id: int) -> None:
         super().__init__(f"schedule {schedule_id} not found")
         self.schedule_id = schedule_id
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message on one line (its first), or its type's name when it has none."""
-    lines = str(exc).strip().splitlines()
-    return lines[0].strip() if lines else type(exc).__name__

@@ -24,7 +24,7 @@ from typing import TypeVar
 import psycopg
 
 from fizzbuzz_cli import db
-from fizzbuzz_cli.errors import DatabaseUnavailable, first_line
+from fizzbuzz_cli.errors import DatabaseUnavailable, brief
 
 log = logging.getLogger("fizz.link")
 
@@ -166,14 +166,14 @@ class Link:
                 conn = connect(self.url, self.timeouts, self.application)
             except CONNECTION_ERRORS as exc:
                 self._failed(exc)
-                raise LinkDown(first_line(exc)) from None
+                raise LinkDown(brief(exc)) from None
             try:
                 if self.setup is not None:
                     self.setup(conn)
             except CONNECTION_ERRORS as exc:
                 conn.close()
                 self._failed(exc)
-                raise LinkDown(first_line(exc)) from None
+                raise LinkDown(brief(exc)) from None
             except BaseException:
                 conn.close()
                 raise
@@ -192,7 +192,7 @@ class Link:
             if _still_usable(conn):
                 raise  # the statement failed (a timeout, say); the connection is fine
             self.broke(exc)
-            raise LinkDown(first_line(exc)) from None
+            raise LinkDown(brief(exc)) from None
         return result
 
     def call(self, work: Callable[[psycopg.Connection], T],
@@ -227,7 +227,7 @@ class Link:
     close = drop
 
     def _failed(self, exc: BaseException) -> None:
-        self.outage.lost(self.name, self._opened, first_line(exc))
+        self.outage.lost(self.name, self._opened, brief(exc))
 
 
 def _still_usable(conn: psycopg.Connection) -> bool:

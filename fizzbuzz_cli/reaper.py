@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from fizzbuzz_cli import claims
-from fizzbuzz_cli.errors import first_line
+from fizzbuzz_cli.errors import brief
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 
 log = logging.getLogger("fizz.reaper")
@@ -95,7 +95,7 @@ def reap_until(stop: threading.Event, link: Link, reaper: Reaper) -> None:
             reaper.broken()
             pause = link.pause()
         except CONNECTION_ERRORS as exc:  # a statement timed out; the connection is fine
-            log.warning("reaping: %s; retrying", first_line(exc))
+            log.warning("reaping: %s; retrying", brief(exc))
             reaper.broken()
         stop.wait(pause)
     link.close()

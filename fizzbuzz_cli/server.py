@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fizzbuzz_cli import __version__, db
 from fizzbuzz_cli.config import ServerSettings, WorkerSettings
-from fizzbuzz_cli.errors import BadInput, TaskNotFound, WrongState
+from fizzbuzz_cli.errors import BadInput, TaskNotFound, WrongState, brief
 from fizzbuzz_cli.link import Link, Outage, Timeouts
 from fizzbuzz_cli.reaper import Reaper, reap_until
 from fizzbuzz_cli.tasks import (
@@ -124,7 +124,7 @@ class Api:
         except (BadInput, TaskNotFound, WrongState) as exc:
             return template, ApiError(exc.http_status, str(exc)).response()
         except (PoolTimeout, psycopg.OperationalError) as exc:
-            log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            log.warning("database unavailable: %s", brief(exc))
             return template, ApiError(503, "database unavailable, try again shortly",
                                       {"Retry-After": "1"}).response()
 

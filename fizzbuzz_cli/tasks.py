@@ -8,8 +8,6 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
-from dateutil.parser import isoparse
-
 from fizzbuzz_cli.errors import BadInput
 
 UTC = timezone.utc
@@ -101,12 +99,12 @@ def parse_task_record(
     else:
         task_type = TaskType.parse(kind)
     when = record.get("time")
-    if when is None:
+    if when is not None and not isinstance(when, str):
+        raise BadInput('"time" must be a string such as "2023-03-28T11:59:59Z"')
+    if when is None or not when.strip():
         if time_required:
             raise BadInput('missing "time": an RFC 3339 time such as "2023-03-28T11:59:59Z"')
-        when = "now"
-    if not isinstance(when, str):
-        raise BadInput('"time" must be a string such as "2023-03-28T11:59:59Z"')
+        when = "now"  # the rule everywhere but the HTTP API: no time means now
     if not relative:
         try:
             return task_type, parse_absolute(when)
@@ -167,30 +165,32 @@ _UNITS = {
     "d": 86400, "day": 86400, "days": 86400,
     "w": 604800, "week": 604800, "weeks": 604800,
 }  # fmt: skip
-_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
+_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)\s*")  # ASCII digits, as ids
 _RELATIVE = re.compile(
     r"^(?:(?P<sign>[+-])|in\s+)(?P<body>.+?)(?P<ago>\s+ago)?$"  # +5m, -1d, in 10 minutes
     r"|^(?P<body2>.+?)\s+ago$"  # 5 minutes ago
 )
 
 
+_MAX_TIME_LENGTH = 100
 _LEAP_SECOND = re.compile(r"[Tt ]\d\d:\d\d:(60)")
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """Read a task time from the command line, a file or an HTTP body; return aware UTC."""
+    """Read a task time from the command line or a file; return aware UTC. No time (an empty
+    or blank text, as a CSV row `Buzz,` has) means now, as a missing one does."""
     raw = str(text).strip()
-    if not raw:
-        raise BadInput(f"empty time: use {TIME_HELP}")
+    if len(raw) > _MAX_TIME_LENGTH:  # no valid time is this long; spare the regexes
+        raise BadInput(f"invalid time {raw[:30]!r}... ({len(raw)} characters): use {TIME_HELP}")
     lowered = raw.lower()
-    if lowered == "now":
+    if lowered in ("", "now"):
         return now or datetime.now(UTC)
     relative = _parse_relative(lowered)
     if relative is not None:
         try:
             return (now or datetime.now(UTC)) + relative
         except OverflowError:
-            raise BadInput(f"time {raw!r} is out of range (years 1 to 9999)") from None
+            raise _out_of_range(raw) from None
     return parse_absolute(raw)
 
 
@@ -199,6 +199,8 @@ def parse_absolute(raw: str) -> datetime:
     try:
         value = datetime.fromisoformat(raw)  # fast path: covers RFC 3339 on Python 3.11+
     except ValueError:
+        from dateutil.parser import isoparse  # the rarer ISO 8601 forms only
+
         try:
             value = isoparse(raw)
         except (ValueError, OverflowError):
@@ -206,14 +208,21 @@ def parse_absolute(raw: str) -> datetime:
             if leap is None:
                 raise BadInput(f"invalid time {raw!r}: use {TIME_HELP}") from None
             # RFC 3339 allows a leap second (23:59:60); Python does not: take the next second.
-            return parse_absolute(raw[:leap.start(1)] + "59" + raw[leap.end(1):]) + timedelta(
-                seconds=1)
+            value = parse_absolute(raw[:leap.start(1)] + "59" + raw[leap.end(1):])
+            try:
+                return value + timedelta(seconds=1)
+            except OverflowError:
+                raise _out_of_range(raw) from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise BadInput(f"time {raw!r} is out of range (years 1 to 9999)") from None
+        raise _out_of_range(raw) from None
+
+
+def _out_of_range(raw: str) -> BadInput:
+    return BadInput(f"time {raw!r} is out of range (years 1 to 9999)")
 
 
 def _parse_relative(text: str) -> timedelta | None:
@@ -234,7 +243,7 @@ def _parse_relative(text: str) -> timedelta | None:
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise BadInput(f"time {text!r} is out of range (years 1 to 9999)") from None
+        raise _out_of_range(text) from None
 
 
 def format_epoch(seconds: float) -> str:

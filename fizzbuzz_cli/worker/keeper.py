@@ -26,7 +26,7 @@ from collections.abc import Callable
 import psycopg
 
 from fizzbuzz_cli import claims
-from fizzbuzz_cli.errors import first_line
+from fizzbuzz_cli.errors import brief
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 from fizzbuzz_cli.reaper import Reaper
 from fizzbuzz_cli.worker.book import JobBook
@@ -77,7 +77,7 @@ class Keeper(WorkerThread):
                 self.reaper.broken()
                 pause = self.link.pause()
             except CONNECTION_ERRORS as exc:  # a statement timed out; the connection is fine
-                log.warning("lease keeping: %s; retrying", first_line(exc))
+                log.warning("lease keeping: %s; retrying", brief(exc))
                 self.reaper.broken()
                 pause = self.reaper.interval
             self._soon.wait(min(pause, max(next_renewal - time.monotonic(), 0.0)))

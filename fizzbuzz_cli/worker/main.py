@@ -19,7 +19,7 @@ from typing import TextIO
 
 from fizzbuzz_cli import __version__, claims
 from fizzbuzz_cli.config import WorkerSettings
-from fizzbuzz_cli.errors import DatabaseUnavailable, FizzError, first_line
+from fizzbuzz_cli.errors import DatabaseUnavailable, FizzError, brief
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
 from fizzbuzz_cli.materialiser import Materialiser
 from fizzbuzz_cli.tasks import format_epoch
@@ -268,7 +268,7 @@ class Worker:
                 return link.run(work)  # type: ignore[arg-type]
             except (LinkDown, *CONNECTION_ERRORS) as exc:
                 if time.monotonic() > deadline:
-                    log.debug("hand-back failed: %s", first_line(exc))
+                    log.debug("hand-back failed: %s", brief(exc))
                     return None
                 time.sleep(link.pause())
 

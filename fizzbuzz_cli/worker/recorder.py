@@ -26,7 +26,7 @@ from collections.abc import Callable
 import psycopg
 
 from fizzbuzz_cli import claims
-from fizzbuzz_cli.errors import first_line
+from fizzbuzz_cli.errors import brief
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
 from fizzbuzz_cli.worker.book import Job, JobBook
 from fizzbuzz_cli.worker.metrics import WorkerMetrics
@@ -114,7 +114,7 @@ class Recorder(WorkerThread):
                 continue
             except CONNECTION_ERRORS as exc:  # a timeout: nothing was recorded; try again
                 log.warning("could not record %s runs (%s); retrying", len(jobs),
-                            first_line(exc))
+                            brief(exc))
                 if self.link.wait(0.05) or self.stopping():
                     self.book.retry(jobs)
                     return

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 from fizzbuzz_cli import db
-from fizzbuzz_cli.errors import FizzError, first_line
+from fizzbuzz_cli.errors import FizzError, brief
 
 log = logging.getLogger("fizz.worker")
 
@@ -28,7 +28,7 @@ class WorkerThread(threading.Thread):
             self.on_crash(str(exc))
         except Exception as exc:  # a bug: say so in one line, keep the traceback for -vv
             log.debug("%s crashed", self.name, exc_info=True)
-            self.on_crash(f"{self.name} failed: {type(exc).__name__}: {first_line(exc)}")
+            self.on_crash(f"{self.name} failed: {type(exc).__name__}: {brief(exc)}")
 
     def work(self) -> None:
         raise NotImplementedError

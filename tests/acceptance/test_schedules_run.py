@@ -85,7 +85,10 @@ def test_catch_up_after_every_worker_was_down(database: str, workers: Start) -> 
         if policy == "all":
             assert after[:len(missed)] == missed, (policy, after, missed)
         elif policy == "latest":
-            assert after[0] == missed[-1], (policy, after, missed)
+            # The most recent occurrence missed when the first materialiser came back (a
+            # moment after the thaw), and none of the ones before it.
+            assert after[0] - last > 5 and back - 1.5 < after[0] <= back + 0.5, (
+                policy, after, back)
         else:
             assert after[0] >= back - 1.0, (policy, after, back)
         # and then one per second again, whatever the policy

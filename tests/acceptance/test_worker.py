@@ -258,8 +258,9 @@ def test_work_on_a_database_without_schema(empty_database: str) -> None:
     from conftest import Fizz
 
     result = Fizz(empty_database)("work")
-    assert (result.code, result.err) == (1, "Error: the database has no fizz schema: run "
-                                            "'fizz init-db'\n")
+    assert (result.code, result.err) == (1, f"Error: the database in FIZZ_DATABASE_URL "
+                                            f"({empty_database}) has no fizz schema: run "
+                                            "'fizz init-db' with the same FIZZ_DATABASE_URL\n")
 
 
 @pytest.fixture

@@ -30,6 +30,9 @@ NOW = datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
         ("2023-03-28T11:59:59", datetime(2023, 3, 28, 11, 59, 59, tzinfo=UTC)),
         ("2023-03-28 11:59:59.25+02:00", datetime(2023, 3, 28, 9, 59, 59, 250000, tzinfo=UTC)),
         ("2023-03-28", datetime(2023, 3, 28, tzinfo=UTC)),
+        ("", NOW),  # no time means now, as a missing one does (a CSV row `Buzz,`)
+        ("  ", NOW),
+        ("2016-12-31T23:59:60Z", datetime(2017, 1, 1, tzinfo=UTC)),  # a leap second
     ],
 )
 def test_parse_time_accepts(text: str, expected: datetime) -> None:
@@ -39,12 +42,14 @@ def test_parse_time_accepts(text: str, expected: datetime) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "empty time"),
         ("tomorrow-ish", "invalid time 'tomorrow-ish'"),
         ("+5x", "invalid time '+5x'"),
         ("2023-13-01T00:00:00Z", "invalid time"),
         ("+99999999999d", "out of range"),
         ("9999-12-31T23:59:59-05:00", "out of range"),
+        ("9999-12-31T23:59:60Z", "out of range"),
+        ("+١s", "invalid time"),  # ASCII digits only, as in ids
+        ("+" + " " * 5000 + "1s", "(5003 characters): use"),  # no regex chews on it
     ],
 )
 def test_parse_time_rejects_with_the_valid_forms(text: str, message: str) -> None:
