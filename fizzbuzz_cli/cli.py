@@ -438,6 +438,8 @@ def work(
     "FIZZ_API_TOKEN=secret fizz serve --host 0.0.0.0",
     "curl -X POST -H 'content-type: application/json' "
     "-d '{\"type\": \"Fizz\", \"time\": \"2023-03-28T11:59:59Z\"}' localhost:8000/tasks",
+    "curl -X POST -H 'content-type: application/json' -d @tasks.json localhost:8000/tasks"
+    "   # a JSON array: many at once",
 ))
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every "
@@ -449,16 +451,28 @@ def serve(
         help="Require 'Authorization: Bearer TOKEN' on every route but /healthz.")] = None,
     pool_size: Annotated[int, typer.Option(min=1, max=200, help="Database connections at "
                                            "most.")] = ServerSettings.pool_size,
+    max_connections: Annotated[int, typer.Option(
+        min=1, max=1_000_000, help="Client connections at once; one more gets a 503 and is "
+        "closed.")] = ServerSettings.max_connections,
+    idle_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds a connection may wait for its next request before it is "
+        "closed.")] = ServerSettings.idle_timeout,
+    head_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds a client has, from a request's first byte, to send its request "
+        "line and headers.")] = ServerSettings.head_timeout,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the HTTP API of the original project (and /healthz, /metrics, /openapi.json).
 
-    Runs until Ctrl-C / SIGTERM, then finishes the requests in flight and exits 0. Logs one
-    line per request on stderr (-q hides them).
+    POST /tasks also takes a JSON array of tasks (all or none). Runs until Ctrl-C /
+    SIGTERM, then finishes the requests in flight and exits 0. Logs one line per request
+    on stderr (-q hides them).
     """
     from fizzbuzz_cli.server import serve as run_server
 
-    settings = ServerSettings(host=host, port=port, token=token or None, pool_size=pool_size)
+    settings = ServerSettings(host=host, port=port, token=token or None, pool_size=pool_size,
+                              max_connections=max_connections, idle_timeout=idle_timeout,
+                              head_timeout=head_timeout)
     url = config.prepared_database_url(database_url)
     with db.translate_errors():
         run_server(url, settings)

@@ -206,8 +206,11 @@ def parse_absolute(raw: str) -> datetime:
             if leap is None:
                 raise BadInput(f"invalid time {raw!r}: use {TIME_HELP}") from None
             # RFC 3339 allows a leap second (23:59:60); Python does not: take the next second.
-            return parse_absolute(raw[:leap.start(1)] + "59" + raw[leap.end(1):]) + timedelta(
-                seconds=1)
+            try:
+                return parse_absolute(raw[:leap.start(1)] + "59" + raw[leap.end(1):]) + (
+                    timedelta(seconds=1))
+            except OverflowError:  # 9999-12-31T23:59:60Z
+                raise BadInput(f"time {raw!r} is out of range (years 1 to 9999)") from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     try:
