@@ -3,8 +3,10 @@
 One coroutine per connection reads requests one after the other (keep-alive), hands each to
 the app and writes the answer, so an idle or slow client costs a coroutine, not a thread.
 
-- **Limits.** At most `max_connections` connections are served at once; one more is
-  answered 503 and closed. Request heads are limited by ``protocol``; bodies by the app.
+- **Limits.** At most `max_connections` connections at once. At the limit, a new client
+  takes the place of the connection that has idled longest between requests (closing an
+  idle keep-alive connection is always allowed, RFC 9112 9.5); if none idles, it gets a
+  503 and a close. Request heads are limited by ``protocol``; bodies by the app.
 - **Deadlines**, each a time stamp on the connection, checked by one sweeper task for all
   connections: waiting for the next request (`idle_timeout`), from a request's first byte
   to the end of its head (`head_timeout`), and a body read or a response write that makes
@@ -147,6 +149,7 @@ class Connection:
             while not server.closing:
                 self.state = _IDLE
                 self.deadline = server.loop.time() + server.settings.idle_timeout
+                server.idle[self] = None  # the most recently idle come last
                 try:
                     head = await self._read_head()
                 except HttpError as exc:
@@ -172,6 +175,7 @@ class Connection:
         except asyncio.IncompleteReadError:
             return None
         self.state = _HEAD
+        self._server.idle.pop(self, None)
         self.started = time.perf_counter()
         self.deadline = server.loop.time() + server.settings.head_timeout
         empty = 0
@@ -462,6 +466,7 @@ class HttpServer:
         self.closing = False
         self.connections: set[Connection] = set()
         self.refusing: set[Connection] = set()
+        self.idle: dict[Connection, None] = {}  # waiting for a request, longest idle first
         self.large_bodies = asyncio.Semaphore(self.LARGE_BODIES)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -478,6 +483,8 @@ class HttpServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = Connection(self, reader, writer)
+        if len(self.connections) >= self.max_connections and self.idle:
+            self._evict(next(iter(self.idle)))
         if len(self.connections) >= self.max_connections or self.closing:
             await self._refuse(connection)
             return
@@ -497,9 +504,16 @@ class HttpServer:
         await connection._answer_error(busy)
         await connection._close(linger=True)
 
+    def _evict(self, connection: Connection) -> None:
+        """Make room: close the connection that idled longest (it sent nothing of a next
+        request, so nothing is lost; its client reconnects when it needs to)."""
+        self.forget(connection)
+        connection.transport.close()
+
     def forget(self, connection: Connection) -> None:
         self.connections.discard(connection)
         self.refusing.discard(connection)
+        self.idle.pop(connection, None)
 
     async def _sweep(self) -> None:
         """Cut the connections past their deadline (checked a few times a second)."""

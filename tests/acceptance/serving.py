@@ -160,12 +160,15 @@ class Client:
         self.conn.close()
 
 
-def raw(base: str, data: bytes, timeout: float = 5) -> bytes:
+def raw(base: str, data: bytes, timeout: float = 5, done: bool = False) -> bytes:
     """Send raw bytes and return whatever comes back until the server closes (a reset
-    raises ConnectionResetError: the tests want an answer, never a reset)."""
+    raises ConnectionResetError: the tests want an answer, never a reset). `done`: shut
+    our side for writing after sending, as a client with nothing more to say."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(data)
+        if done:
+            sock.shutdown(socket.SHUT_WR)
         chunks = []
         try:
             while chunk := sock.recv(65536):
