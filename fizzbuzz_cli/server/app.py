@@ -16,14 +16,12 @@ import logging
 import os
 import resource
 import signal
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from collections.abc import Callable
 
 from fizzbuzz_cli.config import ServerSettings
 from fizzbuzz_cli.errors import FizzError
 from fizzbuzz_cli.server.database import Database
+from fizzbuzz_cli.server.logs import Batches, log_loop_error
 from fizzbuzz_cli.server.reaper import Reaper
 from fizzbuzz_cli.server.routes import Api
 from fizzbuzz_cli.server.transport import HttpServer
@@ -38,15 +36,15 @@ def serve(url: str, settings: ServerSettings,
           ready: Callable[[str], None] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status (0). Failures to start raise
     FizzError (DatabaseUnavailable, or a FizzError naming the address that is taken)."""
-    with _library_logs(), _batched_stderr() as stderr:
-        return asyncio.run(_serve(url, settings, ready, stderr))
+    with Batches() as logs:
+        return asyncio.run(_serve(url, settings, ready, logs))
 
 
 async def _serve(url: str, settings: ServerSettings,
-                 ready: Callable[[str], None] | None, stderr: BatchedStream) -> int:
+                 ready: Callable[[str], None] | None, logs: Batches) -> int:
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_log_loop_error)
-    writer = loop.create_task(stderr.keep_writing(), name="fizz-log-writer")
+    loop.set_exception_handler(log_loop_error)
+    writer = loop.create_task(logs.keep_writing(), name="fizz-log-writer")
     connections = _allow_open_files(settings.max_connections, settings.pool_size)
     database = Database(url, pool_size=settings.pool_size, timeout=settings.db_timeout,
                         health_timeout=settings.health_timeout)
@@ -67,7 +65,7 @@ async def _serve(url: str, settings: ServerSettings,
         address = f"http://{host}:{port}"
         log.info("serving the fizz API on %s%s", address,
                  " (bearer token required)" if settings.token else "")
-        stderr.drain()
+        logs.drain()
         if ready:
             ready(address)
         try:
@@ -102,88 +100,3 @@ def _allow_open_files(max_connections: int, pool_size: int) -> int:
                     "(raise it with ulimit -n)", soft, fits, max_connections)
         return fits
     return max_connections
-
-
-def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """asyncio's own complaints (accept() out of descriptors, a callback's failure) as one
-    log line, never a traceback."""
-    error = context.get("exception")
-    log.warning("%s%s", context.get("message", "event loop error"),
-                f": {error!r}" if error is not None else "")
-
-
-@contextlib.contextmanager
-def _library_logs() -> Iterator[None]:
-    """psycopg's and asyncio's warnings go through fizz's log handlers (timestamped)."""
-    ours = logging.getLogger("fizz").handlers
-    saved = []
-    for name in ("psycopg", "asyncio"):
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers[:], logger.propagate, logger.level))
-        if ours:
-            logger.handlers = list(ours)
-            logger.propagate = False
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, handlers, propagate, level in saved:
-            logger.handlers, logger.propagate = handlers, propagate
-            logger.setLevel(level)
-
-
-class BatchedStream:
-    """Stands in for sys.stderr while serving: what is written (a log line per request) is
-    kept and written out together a few times a second, rather than one write, and often a
-    wake-up of the reader, per line. Safe to write from any thread."""
-
-    INTERVAL = 0.1  # seconds between writes
-    LIMIT = 64 * 1024  # characters kept at most before they are written at once
-
-    def __init__(self, target: TextIO) -> None:
-        self.target = target
-        self._parts: list[str] = []
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            self._parts.append(text)
-            self._size += len(text)
-            full = self._size > self.LIMIT
-        if full:
-            self.drain()
-        return len(text)
-
-    def flush(self) -> None:
-        pass  # see drain
-
-    def drain(self) -> None:
-        with self._lock:
-            parts, self._parts, self._size = self._parts, [], 0
-            if parts:
-                with contextlib.suppress(OSError, ValueError):
-                    self.target.write("".join(parts))
-                    self.target.flush()
-
-    async def keep_writing(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self.INTERVAL)
-                self.drain()
-        finally:
-            self.drain()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.target, name)  # isatty, fileno, encoding...
-
-
-@contextlib.contextmanager
-def _batched_stderr() -> Iterator[BatchedStream]:
-    stream = BatchedStream(sys.stderr)
-    sys.stderr = stream  # type: ignore[assignment]
-    try:
-        yield stream
-    finally:
-        sys.stderr = stream.target
-        stream.drain()

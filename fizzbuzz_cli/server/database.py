@@ -87,19 +87,10 @@ class Deadlines:
                 del self.due[conn]
                 sever(conn)
 
-
-class Watchdog:
-    """Moves the deadline of one connection in use on (a bulk insert that progresses)."""
-
-    __slots__ = ("_conn", "_deadlines")
-
-    def __init__(self, deadlines: Deadlines, conn: Conn) -> None:
-        self._deadlines = deadlines
-        self._conn = conn
-
-    def extend(self, seconds: float) -> None:
-        if self._conn in self._deadlines.due:
-            self._deadlines.due[self._conn] = asyncio.get_running_loop().time() + seconds
+    def extend(self, conn: Conn, seconds: float) -> None:
+        """Move a deadline on (a bulk insert that makes progress)."""
+        if conn in self.due:
+            self.due[conn] = asyncio.get_running_loop().time() + seconds
 
 
 def connection_params(url: str, statement_timeout: float, application: str) -> dict[str, Any]:
@@ -153,7 +144,7 @@ class Database:
 
     # -------------------------------------------------------------- checkout
 
-    async def run(self, work: Callable[[Conn, Watchdog], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         """`work` on a pooled connection, within this database's deadline: the result, or
         DatabaseUnavailable (SchemaMissing when the schema is gone)."""
         loop = asyncio.get_running_loop()
@@ -162,7 +153,7 @@ class Database:
         due = self.deadlines.due
         due[conn] = deadline
         try:
-            return await work(conn, Watchdog(self.deadlines, conn))
+            return await work(conn)
         except psycopg.Error as exc:
             _translate(exc)
             raise
@@ -201,41 +192,41 @@ class Database:
     # -------------------------------------------------------------- tasks
 
     async def add_task(self, task_type: TaskType, when: datetime) -> Task:
-        return await self.run(lambda conn, _: _one(conn, db.INSERT_TASK,
+        return await self.run(lambda conn: _one(conn, db.INSERT_TASK,
                                                    [task_type.value, when]))
 
     async def get_task(self, task_id: int) -> Task:
-        return _found(await self.run(lambda conn, _: _one(conn, db.GET_TASK, [task_id])),
+        return _found(await self.run(lambda conn: _one(conn, db.GET_TASK, [task_id])),
                       task_id)
 
     async def delete_task(self, task_id: int) -> Task:
-        return _found(await self.run(lambda conn, _: _one(conn, db.DELETE_TASK, [task_id])),
+        return _found(await self.run(lambda conn: _one(conn, db.DELETE_TASK, [task_id])),
                       task_id)
 
     async def claim_task(self, task_id: int, worker: str, lease: float) -> Task:
         """Claim one waiting task by id; WrongState if it is not waiting."""
         params = {"id": task_id, "worker": worker, "lease": lease}
-        task = await self.run(lambda conn, _: _one(conn, db.CLAIM_ONE, params))
+        task = await self.run(lambda conn: _one(conn, db.CLAIM_ONE, params))
         if task is None:
             raise WrongState(task_id, "waiting")
         return task
 
     async def complete_task(self, task_id: int) -> Task:
         """Mark one claimed task complete; WrongState if it is not claimed."""
-        task = await self.run(lambda conn, _: _one(conn, db.COMPLETE_ONE, [task_id]))
+        task = await self.run(lambda conn: _one(conn, db.COMPLETE_ONE, [task_id]))
         if task is None:
             raise WrongState(task_id, "claimed")
         return task
 
     async def next_waiting(self) -> tuple[int, datetime] | None:
-        async def work(conn: Conn, _: Watchdog) -> tuple[int, datetime] | None:
+        async def work(conn: Conn) -> tuple[int, datetime] | None:
             row = await (await conn.execute(db.NEXT_WAITING)).fetchone()
             return (row[0], row[1]) if row else None
 
         return await self.run(work)
 
     async def count_tasks(self) -> dict[tuple[str, str], int]:
-        async def work(conn: Conn, _: Watchdog) -> dict[tuple[str, str], int]:
+        async def work(conn: Conn) -> dict[tuple[str, str], int]:
             return {(t, s): n for t, s, n in await (await conn.execute(db.COUNT_TASKS))
                     .fetchall()}
 
@@ -247,29 +238,29 @@ class Database:
         params = {"after": after, "type": task_type.value if task_type else None,
                   "status": status.value if status else None, "limit": limit}
 
-        async def work(conn: Conn, _: Watchdog) -> list[Task]:
-            async with conn.cursor(row_factory=db.TASK_ROW) as cur:  # type: ignore[arg-type]
-                await cur.execute(db.LIST_PAGE, params)
-                return await cur.fetchall()  # type: ignore[return-value]
+        async def work(conn: Conn) -> list[Task]:
+            cur = _task_cursor(conn)
+            await cur.execute(db.LIST_PAGE, params)
+            return await cur.fetchall()  # type: ignore[no-any-return]
 
         return await self.run(work)
 
     async def add_tasks(self, rows: list[tuple[TaskType, datetime]]) -> list[int]:
         """Insert all rows or none, through COPY; their ids, in order."""
 
-        async def work(conn: Conn, watchdog: Watchdog) -> list[int]:
+        async def work(conn: Conn) -> list[int]:
             async with conn.transaction():
                 await conn.execute(db.LOCAL_STATEMENT_TIMEOUT, [BULK_STATEMENT_TIMEOUT])
                 cur = await conn.execute(db.RESERVE_TASK_IDS, [len(rows)])
                 ids = [row[0] for row in await cur.fetchall()]
-                watchdog.extend(self.timeout)
+                self.deadlines.extend(conn, self.timeout)
                 async with conn.cursor().copy(db.COPY_TASKS_WITH_IDS) as copy:
                     copy.set_types(["int4", "varchar", "varchar", "timestamptz"])
                     for n, (task_id, (task_type, when)) in enumerate(zip(ids, rows, strict=True)):
                         await copy.write_row((task_id, task_type.value, "Waiting", when))
                         if n % BULK_PROGRESS == 0:
-                            watchdog.extend(self.timeout)
-                watchdog.extend(self.timeout)
+                            self.deadlines.extend(conn, self.timeout)
+                self.deadlines.extend(conn, self.timeout)
             return ids
 
         return await self.run(work)
@@ -281,10 +272,20 @@ def _translate(error: psycopg.Error) -> None:
         raise error
 
 
+def _task_cursor(conn: Conn) -> Any:
+    """The cursor (making Tasks) of a pooled connection, made once and kept on it, as the
+    pool keeps its own marks on its connections: a connection serves one request at a
+    time, so its cursor does too."""
+    cur = getattr(conn, "_fizz_cursor", None)
+    if cur is None:
+        cur = conn._fizz_cursor = conn.cursor(row_factory=db.TASK_ROW)  # type: ignore[attr-defined,arg-type]
+    return cur
+
+
 async def _one(conn: Conn, query: str, params: Any) -> Task | None:
-    cur = conn.cursor(row_factory=db.TASK_ROW)  # type: ignore[arg-type]
+    cur = _task_cursor(conn)
     await cur.execute(query, params)
-    return await cur.fetchone()  # type: ignore[return-value]
+    return await cur.fetchone()  # type: ignore[no-any-return]
 
 
 def _found(task: Task | None, task_id: int) -> Task:
