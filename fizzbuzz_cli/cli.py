@@ -452,8 +452,9 @@ def serve(
     pool_size: Annotated[int, typer.Option(min=1, max=200, help="Database connections at "
                                            "most.")] = ServerSettings.pool_size,
     max_connections: Annotated[int, typer.Option(
-        min=1, max=1_000_000, help="Client connections at once; one more gets a 503 and is "
-        "closed.")] = ServerSettings.max_connections,
+        min=1, max=1_000_000, help="Client connections at once. Beyond, the one that has "
+        "idled longest makes room; if none idles, the newcomer gets a 503 and a close.")]
+    = ServerSettings.max_connections,
     idle_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds a connection may wait for its next request before it is "
         "closed.")] = ServerSettings.idle_timeout,
