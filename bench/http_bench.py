@@ -8,12 +8,14 @@ idle connections open; and bulk adds (POST /tasks with 10,000-task arrays).
 
 Needs `wrk` (Debian: apt-get install wrk) as the HTTP load generator: a C program, so the
 load it makes costs the 2-core machine little CPU. The server runs as `fizz serve` with its
-defaults (one access-log line per request, to a file), but for the idle measurements:
---idle-timeout 3600 and --max-connections 10100, so that all the idle connections stay
-open, as idle clients, for the whole measurement. They are plain TCP connections held by
-this process (its open-file limit is raised as needed). The ceiling is one Python process
-with 16 threads, each with its own connection, running the server's own SQL
-(db.INSERT_TASK, db.GET_TASK) in a loop. Everything runs on one machine against an embedded
+defaults (one access-log line per request, to a file), after an uncounted 2 s warm-up
+(its pool grows to its size; it takes every idle connection). For the idle measurements
+it also gets --idle-timeout 3600 and --max-connections 10100, so that all the idle
+connections stay open, as idle clients, for the whole measurement. They are plain TCP
+connections held by this process (its open-file limit is raised as needed). The ceiling is
+one Python process with 16 threads, each with its own connection, running the server's own
+SQL (db.INSERT_TASK, db.GET_TASK) in a loop, measured right after the HTTP figure it goes
+with. Everything runs on one machine against an embedded
 PostgreSQL with fsync on.
 """
 
@@ -165,7 +167,14 @@ def fizz_serve(url: str, *options: str) -> Iterator[str]:
             raise RuntimeError(f"fizz serve logged a traceback:\n{text[-3000:]}")
 
 
+def warm_up(base: str, script: str) -> None:
+    """Uncounted: the pool grows to its size, the server has taken every connection."""
+    wrk(base, "/tasks/1", script, 2)
+
+
 def run_once(bench: Bench, seconds: float, idle: int) -> dict[str, dict[str, float]]:
+    """One run; each HTTP measurement is followed at once by its ceiling, so that the two
+    share the machine's conditions (it is shared: their ratio is steadier than either)."""
     results = {}
     with bench.database() as url:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -174,27 +183,35 @@ def run_once(bench: Bench, seconds: float, idle: int) -> dict[str, dict[str, flo
             conn.execute("VACUUM ANALYZE tasks")
         get = GET_SCRIPT % (7, PRELOADED)
         with fizz_serve(url) as base:
+            warm_up(base, get)
             checkpoint(bench.admin_url)
             results["http_post"] = wrk(base, "/tasks", POST_SCRIPT, seconds)
             checkpoint(bench.admin_url)
-            results["http_get"] = wrk(base, "/tasks/1", get, seconds)
-            tasks = [{"type": "FizzBuzz", "time": f"2030-01-01T00:00:{i % 60:02d}Z"}
-                     for i in range(BULK)]
+            results["direct_post"] = direct(url, "post", seconds)
             checkpoint(bench.admin_url)
-            bulk = wrk(base, "/tasks", BULK_SCRIPT % json.dumps(tasks), seconds, clients=2)
-            results["http_bulk"] = {**bulk, "tasks_per_s": bulk["rps"] * BULK}
+            results["http_get"] = wrk(base, "/tasks/1", get, seconds)
+            results["direct_get"] = direct(url, "get", seconds)
         if idle:
             with fizz_serve(url, "--idle-timeout", "3600", "--max-connections",
                             str(idle + 100)) as base, idle_connections(base, idle) as held:
+                warm_up(base, get)
                 checkpoint(bench.admin_url)
                 results["http_post_idle"] = wrk(base, "/tasks", POST_SCRIPT, seconds)
                 checkpoint(bench.admin_url)
                 results["http_get_idle"] = wrk(base, "/tasks/1", get, seconds)
                 results["idle"] = {"held": idle, "still_open": still_open(held)}
-        checkpoint(bench.admin_url)
-        results["direct_post"] = direct(url, "post", seconds)
-        checkpoint(bench.admin_url)
-        results["direct_get"] = direct(url, "get", seconds)
+        with fizz_serve(url) as base:  # last: it adds a million rows or more
+            warm_up(base, get)
+            tasks = [{"type": "FizzBuzz", "time": f"2030-01-01T00:00:{i % 60:02d}Z"}
+                     for i in range(BULK)]
+            checkpoint(bench.admin_url)
+            bulk = wrk(base, "/tasks", BULK_SCRIPT % json.dumps(tasks), seconds, clients=2)
+            results["http_bulk"] = {**bulk, "tasks_per_s": bulk["rps"] * BULK}
+    for kind in ("post", "get"):
+        for suffix in ("", "_idle"):
+            if f"http_{kind}{suffix}" in results:
+                http, ceiling = results[f"http_{kind}{suffix}"], results[f"direct_{kind}"]
+                results[f"ratio_{kind}{suffix}"] = {"ratio": http["rps"] / ceiling["rps"]}
     return results
 
 
@@ -228,7 +245,9 @@ def main() -> None:
             runs.append(run_once(bench, args.seconds, args.idle))
             print(f"  run {i + 1}: " + ", ".join(
                 f"{k} {v['rps']:,.0f}/s p99 {v['p99_ms']:.2f} ms"
-                for k, v in runs[-1].items() if "rps" in v), file=sys.stderr)
+                for k, v in runs[-1].items() if "rps" in v) + ", ratios " + ", ".join(
+                f"{k[6:]} {v['ratio']:.0%}" for k, v in runs[-1].items() if "ratio" in v),
+                file=sys.stderr)
         with psycopg.connect(bench.admin_url) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
     finally:
@@ -253,19 +272,21 @@ def report(results: dict) -> None:  # type: ignore[type-arg]
     table = Table(title=f"fizz serve, {CLIENTS} keep-alive clients (median of "
                         f"{results['repeat']} runs of {results['seconds']:g} s)")
     for column in ("request", "HTTP req/s", "HTTP p50 / p99", "psycopg direct req/s",
-                   "direct p50 / p99", "HTTP / direct"):
+                   "direct p50 / p99", "HTTP / direct", "median of the runs' ratios"):
         table.add_column(column, justify="right")
-    rows = [("POST /tasks", "http_post", "direct_post"),
-            ("GET /tasks/<id>", "http_get", "direct_get")]
+    rows = [("POST /tasks", "http_post", "direct_post", "ratio_post"),
+            ("GET /tasks/<id>", "http_get", "direct_get", "ratio_get")]
     if "http_get_idle" in m:
         idle = results["idle_connections"]
-        rows += [(f"POST /tasks, {idle:,} idle conns", "http_post_idle", "direct_post"),
-                 (f"GET /tasks/<id>, {idle:,} idle conns", "http_get_idle", "direct_get")]
-    for label, http, ceiling in rows:
+        rows += [(f"POST /tasks, {idle:,} idle conns", "http_post_idle", "direct_post",
+                  "ratio_post_idle"),
+                 (f"GET /tasks/<id>, {idle:,} idle conns", "http_get_idle", "direct_get",
+                  "ratio_get_idle")]
+    for label, http, ceiling, ratio in rows:
         h, d = m[http], m[ceiling]
         table.add_row(label, f"{h['rps']:,.0f}", f"{h['p50_ms']:.2f} / {h['p99_ms']:.2f} ms",
                       f"{d['rps']:,.0f}", f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} ms",
-                      f"{h['rps'] / d['rps']:.0%}")
+                      f"{h['rps'] / d['rps']:.0%}", f"{m[ratio]['ratio']:.0%}")
     console = Console(stderr=True, width=130)
     console.print(table)
     bulk = m["http_bulk"]
