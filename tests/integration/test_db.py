@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from fizzbuzz_cli import db
-from fizzbuzz_cli.errors import TaskNotFound
+from fizzbuzz_cli.errors import TaskNotFound, WrongState
 from fizzbuzz_cli.tasks import UTC, Status, TaskType
 
 
@@ -154,11 +154,11 @@ def test_http_style_claim_and_complete_by_id(conn: psycopg.Connection) -> None:
     add(conn, 1)
     claimed = db.claim_task(conn, 1, "http", lease=60)
     assert (claimed.status, claimed.worker, claimed.attempts) == (Status.CLAIMED, "http", 1)
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(WrongState, match="task 1 is not waiting"):
         db.claim_task(conn, 1, "http", lease=60)
     done = db.complete_task(conn, 1)
     assert done.status is Status.COMPLETE and done.completed_at is not None
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(WrongState, match="task 1 is not claimed"):
         db.complete_task(conn, 1)
 
 
