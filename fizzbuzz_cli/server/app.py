@@ -29,7 +29,8 @@ from fizzbuzz_cli.server.transport import HttpServer
 log = logging.getLogger("fizz.server")
 
 GRACE = 10.0  # seconds requests in flight get to finish on a stop
-SPARE_FILES = 1024 + 64  # descriptors beyond the connections: refusals, the pool, logs
+SPARE_FILES = HttpServer.MAX_REFUSING + 100  # descriptors beyond the connections:
+#                                             refusals, the pool, the probe, logs
 
 
 def serve(url: str, settings: ServerSettings,

@@ -456,6 +456,7 @@ class HttpServer:
     gracefully."""
 
     LARGE_BODIES = 2  # large (bulk) bodies read and processed at once, to bound memory
+    MAX_REFUSING = 1000  # refused connections closed in stages at once
 
     def __init__(self, app: App, settings: TransportSettings,
                  max_connections: int | None = None) -> None:
@@ -497,12 +498,14 @@ class HttpServer:
             self.forget(connection)
 
     async def _refuse(self, connection: Connection) -> None:
-        """Over the limit: a 503 and a close (in stages, so never a reset)."""
+        """Over the limit: a 503 and a close, in stages so that it is never a reset (but
+        for a flood of refusals: their descriptors are counted, see app.SPARE_FILES)."""
+        linger = len(self.refusing) < self.MAX_REFUSING
         self.refusing.add(connection)
         busy = HttpError(503, "too many connections, try again shortly", {"Retry-After": "1"})
         connection.started = time.perf_counter()
         await connection._answer_error(busy)
-        await connection._close(linger=True)
+        await connection._close(linger=linger)
 
     def _evict(self, connection: Connection) -> None:
         """Make room: close the connection that idled longest (it sent nothing of a next
