@@ -192,8 +192,7 @@ class Database:
     # -------------------------------------------------------------- tasks
 
     async def add_task(self, task_type: TaskType, when: datetime) -> Task:
-        return await self.run(lambda conn: _one(conn, db.INSERT_TASK,
-                                                   [task_type.value, when]))
+        return await self.run(lambda conn: _one(conn, db.INSERT_TASK, [task_type.value, when]))
 
     async def get_task(self, task_id: int) -> Task:
         return _found(await self.run(lambda conn: _one(conn, db.GET_TASK, [task_id])),
