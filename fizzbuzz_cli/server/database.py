@@ -312,22 +312,29 @@ class HealthProbe:
         return bool(done) and probe.result()
 
     async def _run(self) -> bool:
+        """Ping on the probe's connection; a connection that has died (PostgreSQL restarted
+        since the last probe) gets one more try on a new one, within the same deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = None
-                # connect_timeout bounds this (psycopg enforces it on our side)
-                self._conn = await psycopg.AsyncConnection.connect(**self.params)
-            timer = loop.call_at(max(deadline, loop.time() + 0.1), sever, self._conn)
+        for attempt in (1, 2):
+            fresh = self._conn is None or self._conn.closed
             try:
-                await self._conn.execute(db.PING)
-            finally:
-                timer.cancel()
-            return True
-        except psycopg.Error:
-            await self._drop()
-            return False
+                if fresh:
+                    self._conn = None
+                    # connect_timeout bounds this (psycopg enforces it on our side)
+                    self._conn = await psycopg.AsyncConnection.connect(**self.params)
+                assert self._conn is not None
+                timer = loop.call_at(max(deadline, loop.time() + 0.1), sever, self._conn)
+                try:
+                    await self._conn.execute(db.PING)
+                finally:
+                    timer.cancel()
+                return True
+            except psycopg.Error:
+                await self._drop()
+                if fresh or attempt == 2 or loop.time() >= deadline:
+                    return False
+        return False
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -439,6 +439,21 @@ def test_postgresql_gone_bounded_answers_and_recovery(
     _wait_until_served(server)
 
 
+def test_a_restart_of_postgresql_between_requests_goes_unnoticed(
+        serve: Serve, own_postgres: tuple[EmbeddedServer, str]) -> None:
+    """Connections that died with a restart are found out before use (the pool's are pinged
+    after idling, the probe's is tried again): the first requests after it are answered."""
+    embedded, url = own_postgres
+    client = serve(url=url).client()
+    assert client("GET", "/healthz").status == 200
+    assert client("GET", "/tasks/1").status == 200
+    embedded.restart()
+    time.sleep(1.2)  # the pooled connections have idled
+    assert client("GET", "/healthz").json == {"status": "ok", "database": "ok"}
+    assert client("GET", "/tasks/1").status == 200
+    assert client("GET", "/tasks/next").status == 200
+
+
 def test_healthz_does_not_wait_behind_a_taken_pool_and_statements_time_out(
         serve: Serve, database: str) -> None:
     """/healthz probes on a connection of its own: a pool taken by statements that wait
