@@ -819,7 +819,9 @@ def work(
 @_command(app, "serve", "fizz serve", "fizz serve --port 8080",
           "FIZZ_API_TOKEN=secret fizz serve --host 0.0.0.0",
           "curl -X POST -H 'content-type: application/json' "
-          "-d '{\"type\": \"Fizz\", \"time\": \"2023-03-28T11:59:59Z\"}' localhost:8000/tasks")
+          "-d '{\"type\": \"Fizz\", \"time\": \"2023-03-28T11:59:59Z\"}' localhost:8000/tasks",
+          "curl -X POST -H 'content-type: application/json' -d @tasks.json localhost:8000/tasks"
+          "   # a JSON array: many at once")
 def serve(
     host: Annotated[str, typer.Option(
         metavar="HOST", help="Address to listen on (0.0.0.0 for every interface).")]
@@ -833,19 +835,35 @@ def serve(
     pool_size: Annotated[int, typer.Option(
         metavar="N", parser=_whole_number("--pool-size", 1, 200),
         help="Database connections at most.")] = ServerSettings.pool_size,
+    max_connections: Annotated[int, typer.Option(
+        metavar="N", parser=_whole_number("--max-connections", 1, 1_000_000),
+        help="Client connections at once. Beyond, the one that has idled longest makes room; "
+             "if none idles, the newcomer gets a 503 and a close.")]
+    = ServerSettings.max_connections,
+    idle_timeout: Annotated[float, typer.Option(
+        metavar="SECONDS", parser=_seconds("--idle-timeout", 0.1, 86400),
+        help="How long a connection may wait for its next request before it is closed.")]
+    = ServerSettings.idle_timeout,
+    head_timeout: Annotated[float, typer.Option(
+        metavar="SECONDS", parser=_seconds("--head-timeout", 0.1, 3600),
+        help="How long a client has, from a request's first byte, to send its request line "
+             "and headers.")] = ServerSettings.head_timeout,
     database_url: DatabaseUrl = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
     """Serve the original project's HTTP API (and /healthz, /metrics, /openapi.json).
 
-    Runs until Ctrl-C / SIGTERM, then finishes the requests in flight and exits 0. Logs one
-    line per request on stderr (-q hides them).
+    POST /tasks also takes a JSON array of tasks (all or none). Runs until Ctrl-C /
+    SIGTERM, then finishes the requests in flight and exits 0. Logs one line per request
+    on stderr (-q hides them).
     """
     from fizzbuzz_cli import database, db
     from fizzbuzz_cli.server import serve as run_server
 
-    settings = ServerSettings(host=host, port=port, token=token or None, pool_size=pool_size)
+    settings = ServerSettings(host=host, port=port, token=token or None, pool_size=pool_size,
+                              max_connections=max_connections, idle_timeout=idle_timeout,
+                              head_timeout=head_timeout)
     url = database.prepared_url(database_url)
     with db.translate_errors():
         run_server(url, settings)

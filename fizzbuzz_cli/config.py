@@ -75,11 +75,16 @@ class ServerSettings:
     port: int = 8000
     token: str | None = None  # when set, every route but /healthz needs "Bearer <token>"
     pool_size: int = 16  # database connections at most
-    pool_timeout: float = 5.0  # seconds a request waits for a database connection (then 503)
-    max_body: int = 64 * 1024  # bytes of request body at most (413 beyond)
-    max_connections: int = 256  # client connections served at once (503 beyond)
-    idle_timeout: float = 10.0  # seconds any single read or write on a connection may stall
-    request_timeout: float = 15.0  # seconds a connection may idle before, or spend sending, a
-    #                                request (keep-alive idle time included)
+    max_connections: int = 10_000  # client connections at once (beyond: the longest idle one
+    #                                makes room, else a 503 and a close)
+    idle_timeout: float = 15.0  # seconds a connection may wait for its next request
+    head_timeout: float = 10.0  # seconds from a request's first byte to the end of its head
+    stall_timeout: float = 10.0  # seconds a body read or a response write may make no progress
+    db_timeout: float = 3.5  # seconds a request may wait on PostgreSQL in all (a free
+    #                          connection included), then 503; also the statement timeout
+    health_timeout: float = 1.25  # seconds /healthz waits for its probe, then 503
+    max_body: int = 64 * 1024  # bytes of request body at most (413 beyond) ...
+    max_array_body: int = 8 * 1024 * 1024  # ... but for a JSON array of tasks (bulk POST)
+    list_page: int = 1000  # tasks per page read by GET /tasks (no connection held between)
     http_lease: float = 60.0  # seconds a claim made through POST /tasks/pull/<id> lasts
     reap_interval: float = 0.5  # seconds between the reaper's observations (see reaper.py)

@@ -57,6 +57,31 @@ LIST_TASKS = f"""
     ORDER BY id
     LIMIT %(limit)s"""
 
+# One page of a listing, after the last id already sent (keyset paging: an index range
+# scan whatever the page's depth). fizz serve reads long lists page by page and holds no
+# connection while a client reads, so slow readers cannot keep connections from others.
+LIST_PAGE = f"""
+    SELECT {_TASK_COLUMNS} FROM tasks
+    WHERE id > %(after)s
+      AND (%(type)s::text IS NULL OR tasktype = %(type)s)
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+    ORDER BY id
+    LIMIT %(limit)s"""
+
+# Ids for a bulk insert that must answer with them: COPY cannot return rows, so the ids are
+# taken from the table's own sequence first (in order) and written by the COPY below.
+RESERVE_TASK_IDS = """
+    SELECT nextval(pg_get_serial_sequence('tasks', 'id')) FROM generate_series(1, %s)"""
+
+COPY_TASKS_WITH_IDS = "COPY tasks (id, tasktype, status, time) FROM STDIN (FORMAT BINARY)"
+
+# A longer statement timeout for the rest of one transaction (a large bulk insert), where
+# the session's short one is meant for single-row requests.
+LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
+# The cheapest round trip: is the connection, and the server behind it, alive?
+PING = "SELECT 1"
+
 GET_TASK = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s"
 
 DELETE_TASK = f"DELETE FROM tasks WHERE id = %s RETURNING {_TASK_COLUMNS}"

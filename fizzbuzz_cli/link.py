@@ -78,13 +78,34 @@ class Timeouts:
         }
 
 
+def connection_params(url: str, timeouts: Timeouts, application: str) -> dict[str, object]:
+    """libpq parameters for a URL with these timeouts (the URL's own `options` are kept,
+    ours added after them)."""
+    params = db.parse_url(url)
+    ours = timeouts.params()
+    if params.get("options"):
+        ours["options"] = f"{params['options']} {ours['options']}"
+    return {**params, **ours, "application_name": application}
+
+
 def connect(url: str, timeouts: Timeouts, application: str) -> psycopg.Connection:
-    """An autocommit connection with these timeouts (a URL's own `options` are kept)."""
+    """An autocommit connection with these timeouts."""
     params = timeouts.params()
     given = db.parse_url(url).get("options")
     if given:
         params["options"] = f"{given} {params['options']}"
     return db.connect(url, application_name=application, **params)
+
+
+DURABLE = "SELECT current_setting('synchronous_commit')"
+
+
+def make_durable(conn: psycopg.Connection) -> None:
+    """On a server that acknowledges commits before they are on disk (synchronous_commit
+    off), make this connection's commits durable: a completion lost in a crash after a line
+    was printed would let a task run again."""
+    if conn.execute(DURABLE).fetchone() == ("off",):
+        conn.execute("SET synchronous_commit = on")
 
 
 class Backoff:

@@ -50,7 +50,8 @@ def _operation(summary: str, responses: dict[str, Any], *, auth: bool,
     return {"summary": summary, "responses": responses, **extra}
 
 
-def spec(token: bool = False, max_body: int = 65536) -> dict[str, Any]:
+def spec(token: bool = False, max_body: int = 65536,
+         max_array_body: int = 8 * 1024 * 1024) -> dict[str, Any]:
     """The document; `token` says whether this server requires a bearer token."""
     auth = token
     task_by_id = {
@@ -81,20 +82,29 @@ def spec(token: bool = False, max_body: int = 65536) -> dict[str, Any]:
         },
         "paths": {
             "/tasks": {
-                "post": _operation("Schedule a task", {
+                "post": _operation("Schedule a task, or many (a JSON array: all or none)", {
                     "201": {
-                        **_json({"type": "object", "required": ["id"], "properties": {
-                            "id": {"type": "integer", "minimum": 1}}}, "The new task's id."),
+                        **_json({"oneOf": [
+                            {"type": "object", "required": ["id"], "properties": {
+                                "id": {"type": "integer", "minimum": 1}}},
+                            {"type": "object", "required": ["ids"], "properties": {
+                                "ids": {"type": "array", "items": {
+                                    "type": "integer", "minimum": 1}}}},
+                        ]}, "The new task's id; for an array, the new ids in its order."),
                         "headers": {"Location": {"schema": {"type": "string"},
-                                                 "description": "/tasks/<id>"}},
+                                                 "description": "/tasks/<id> (one task)"}},
                     },
                     "400": _error("Bad JSON, unknown type, bad or missing time."),
                     "411": _error("No Content-Length (chunked bodies are not accepted)."),
-                    "413": _error(f"The body is larger than {max_body} bytes."),
+                    "413": _error(f"The body is larger than {max_body} bytes "
+                                  f"({max_array_body} for an array)."),
                     "415": _error("The body is not JSON."),
                 }, auth=auth, operationId="createTask", requestBody={
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("NewTask")}},
+                    "content": {"application/json": {"schema": {"oneOf": [
+                        _ref("NewTask"),
+                        {"type": "array", "items": _ref("NewTask")},
+                    ]}}},
                 }),
                 "get": _operation("List tasks, in id order", {
                     "200": _json({"type": "array", "items": _ref("Task")}, "The tasks."),

@@ -27,7 +27,7 @@ import psycopg
 
 from fizzbuzz_cli import claims
 from fizzbuzz_cli.errors import brief
-from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
+from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, make_durable
 from fizzbuzz_cli.worker.book import Job, JobBook
 from fizzbuzz_cli.worker.metrics import WorkerMetrics
 from fizzbuzz_cli.worker.thread import WorkerThread
@@ -44,8 +44,7 @@ def prepare(conn: psycopg.Connection) -> None:
     they are on disk (synchronous_commit off), it asks for durable commits: a record lost
     in a crash after its line was printed would let the task run again. And it runs an
     empty record, so that the first real one finds its plan and catalogs warm."""
-    if conn.execute("SELECT current_setting('synchronous_commit')").fetchone() == ("off",):
-        conn.execute("SET synchronous_commit = on")
+    make_durable(conn)
     claims.record_runs(conn, "", [])
 
 

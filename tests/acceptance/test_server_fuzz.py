@@ -8,16 +8,13 @@ plugin does not load under this pytest.)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from conftest import PgServer
+from conftest import PgServer, query
 from hypothesis import HealthCheck, given, settings
-
-from fizzbuzz_cli.config import ServerSettings
-from fizzbuzz_cli.server import Api, FizzHTTPServer, make_pool
+from serving import ServerProcess, finish
 
 NAME = "fizz_test_fuzz"
 
@@ -25,18 +22,14 @@ NAME = "fizz_test_fuzz"
 @pytest.fixture(scope="module")
 def fuzz_base(pg_server: PgServer) -> Iterator[str]:
     url = pg_server.create_database(NAME, template="fizz_test_template")
-    config = ServerSettings(port=0, pool_size=4)
-    pool = make_pool(url, config.pool_size)
-    server = FizzHTTPServer(Api(pool, config), config)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
-    with pool.connection() as conn:  # tasks to find, claim, complete and delete
-        conn.execute("INSERT INTO tasks (tasktype, status, time) SELECT 'Fizz', 'Waiting', "
-                     "now() FROM generate_series(1, 200)")
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.close_gracefully(timeout=2)
-    pool.close()
-    pg_server.drop_database(NAME)
+    query(url, "INSERT INTO tasks (tasktype, status, time) SELECT 'Fizz', 'Waiting', now() "
+               "FROM generate_series(1, 200)")  # tasks to find, claim, complete and delete
+    server = ServerProcess(url, "--pool-size", "4").wait_ready()
+    try:
+        yield server.base
+    finally:
+        finish([server])  # a clean stop, and no traceback in its stderr
+        pg_server.drop_database(NAME)
 
 
 def operations(base: str) -> list[schemathesis.APIOperation]:
