@@ -60,21 +60,26 @@ CLAIM_DUE = """
 # ends: as planned (the record comes a few milliseconds ahead of the line), or later if
 # this record itself comes late, so that completed_at - started_at is the task's sleep.
 # Claims it no longer holds are left alone: reaped, re-claimed or deleted, they are someone
-# else's now. The fence is written with IS NOT DISTINCT FROM so the planner drives the join
-# by primary key from the batch (right after a burst of claims, the statistics of the
-# partial index on claimed rows can say "1 row" where there are thousands, and a nested
-# loop over it took a second).
+# else's now.
+#
+# Every statement on a batch of claims is driven by the batch: a LATERAL lookup of each id
+# by primary key, in the batch's order (callers sort it by id, so rows are locked in id
+# order and two of fizz's statements never deadlock). The planner cannot turn that join
+# around: with a plain join, statistics taken in the middle of a burst (thousands of rows
+# just claimed or completed) led it to scan the table for each id of the batch, a nested
+# loop that took seconds per statement.
 RECORD_RUNS = """
     WITH held AS (
-        SELECT tasks.id, b.start, b.duration FROM tasks
-        JOIN unnest(%(ids)s::int[], %(attempts)s::int[], %(starts)s::float8[],
+        SELECT mine.id, b.start, b.duration
+        FROM unnest(%(ids)s::int[], %(attempts)s::int[], %(starts)s::float8[],
                     %(durations)s::float8[]) AS b(id, attempt, start, duration)
-          ON tasks.id = b.id
-        WHERE tasks.attempts = b.attempt
-          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-        ORDER BY tasks.id
-        FOR UPDATE OF tasks
+        CROSS JOIN LATERAL (
+            SELECT tasks.id FROM tasks
+            WHERE tasks.id = b.id AND tasks.attempts = b.attempt
+              AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+              AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+            FOR UPDATE
+        ) AS mine
     )
     UPDATE tasks SET status = 'Complete', lease_until = NULL,
                      started_at = greatest(to_timestamp(held.start),
@@ -87,37 +92,49 @@ RECORD_RUNS = """
 # this worker's (by this worker's earlier statement, or one that committed concurrently)?
 # A statement of its own, so that its snapshot sees whatever committed before it began.
 RECORDED_RUNS = """
-    SELECT tasks.id FROM tasks
-    JOIN unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt) ON tasks.id = b.id
-    WHERE tasks.attempts = b.attempt AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-      AND tasks.status IS NOT DISTINCT FROM 'Complete'"""
+    SELECT mine.id
+    FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
+    CROSS JOIN LATERAL (
+        SELECT tasks.id FROM tasks
+        WHERE tasks.id = b.id AND tasks.attempts = b.attempt
+          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+          AND tasks.status IS NOT DISTINCT FROM 'Complete'
+    ) AS mine"""
 
 # A recorded run whose line could not be printed (stdout closed): undo the record, so that
 # the task runs elsewhere. Only ever for runs this worker knows it did not print.
 UNRECORD_RUNS = """
-    WITH undone AS (
+    WITH held AS (
+        SELECT mine.id
+        FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
+        CROSS JOIN LATERAL (
+            SELECT tasks.id FROM tasks
+            WHERE tasks.id = b.id AND tasks.attempts = b.attempt
+              AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+              AND tasks.status IS NOT DISTINCT FROM 'Complete'
+            FOR UPDATE
+        ) AS mine
+    ), undone AS (
         UPDATE tasks SET status = 'Waiting', worker = NULL, claimed_at = NULL,
                          renewed_at = NULL, lease_until = NULL, completed_at = NULL,
                          started_at = NULL
-        FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
-        WHERE tasks.id = b.id AND tasks.attempts = b.attempt
-          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-          AND tasks.status IS NOT DISTINCT FROM 'Complete'
+        FROM held WHERE tasks.id = held.id
         RETURNING tasks.time
     )
     SELECT count(*), extract(epoch FROM min(time))::float8 FROM undone"""
 
-# Hands claims back to Waiting (a stopping worker's unstarted tasks), fenced like a record,
-# locking in id order like every statement that changes a batch of claims.
+# Hands claims back to Waiting (a stopping worker's unstarted tasks), fenced like a record.
 RELEASE_CLAIMS = """
     WITH held AS (
-        SELECT tasks.id FROM tasks
-        JOIN unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt) ON tasks.id = b.id
-        WHERE tasks.attempts = b.attempt
-          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-        ORDER BY tasks.id
-        FOR UPDATE OF tasks
+        SELECT mine.id
+        FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
+        CROSS JOIN LATERAL (
+            SELECT tasks.id FROM tasks
+            WHERE tasks.id = b.id AND tasks.attempts = b.attempt
+              AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+              AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+            FOR UPDATE
+        ) AS mine
     ), released AS (
         UPDATE tasks SET status = 'Waiting', worker = NULL, claimed_at = NULL,
                          renewed_at = NULL, lease_until = NULL
@@ -127,10 +144,8 @@ RELEASE_CLAIMS = """
     SELECT count(*), extract(epoch FROM min(time))::float8 FROM released"""
 
 # Renews exactly the claims the worker knows it holds (never "every row under my name": a
-# claim still in flight is not known yet), in id order, and in the same statement hands
-# back orphans: rows Claimed under this worker's name that it does not hold, claimed no
-# later than its last claim whose answer it has read (a claim whose answer was lost when
-# the connection dropped). A later claim may still be in flight, so it is never touched.
+# claim still in flight is not known yet), locking them in id order; the caller sends them
+# in chunks, so that a record waiting for one of these rows waits for one chunk at most.
 # The same statement keeps the worker's row in fizz_workers fresh, and removes the rows of
 # workers gone for five minutes.
 RENEW_LEASES = """
@@ -144,25 +159,37 @@ RENEW_LEASES = """
     ), gone AS (
         DELETE FROM fizz_workers WHERE last_seen < now() - interval '5 minutes'
     ), mine AS (
-        SELECT tasks.id FROM tasks
-        JOIN unnest(%(ids)s::int[], %(attempts)s::int[]) AS held(id, attempt)
-          ON tasks.id = held.id
-        WHERE tasks.attempts = held.attempt
-          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-        ORDER BY tasks.id
-        FOR UPDATE OF tasks
+        SELECT held.id
+        FROM unnest(%(ids)s::int[], %(attempts)s::int[]) AS b(id, attempt)
+        CROSS JOIN LATERAL (
+            SELECT tasks.id FROM tasks
+            WHERE tasks.id = b.id AND tasks.attempts = b.attempt
+              AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+              AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+            FOR UPDATE
+        ) AS held
     ), renewed AS (
         UPDATE tasks SET lease_until = now() + %(lease)s * interval '1 second',
                          renewed_at = now()
         FROM mine WHERE tasks.id = mine.id
         RETURNING tasks.id
-    ), orphans AS (
-        SELECT id FROM tasks
-        WHERE status = 'Claimed' AND worker = %(worker)s
-          AND claimed_at <= to_timestamp(%(cutoff)s::float8)
-          AND id <> ALL(%(ids)s::int[])
-        ORDER BY id
+    )
+    SELECT (SELECT coalesce(array_agg(id), '{}') FROM renewed),
+           extract(epoch FROM now())::float8"""
+
+# Hands back orphans: rows Claimed under this worker's name that it does not hold, claimed
+# no later than its last claim whose answer it has read (a claim whose answer was lost when
+# the connection dropped). A later claim may still be in flight, so it is never touched.
+# "Not held" is an anti-join against the worker's list (hashed, not a scan of the list per
+# row: with 10,000 claims a `<> ALL(list)` took seconds).
+RELEASE_ORPHANS = """
+    WITH orphans AS (
+        SELECT tasks.id FROM tasks
+        WHERE tasks.status = 'Claimed' AND tasks.worker = %(worker)s
+          AND tasks.claimed_at <= to_timestamp(%(cutoff)s::float8)
+          AND NOT EXISTS (SELECT 1 FROM unnest(%(ids)s::int[]) AS kept(id)
+                          WHERE kept.id = tasks.id)
+        ORDER BY tasks.id
         FOR UPDATE SKIP LOCKED
     ), released AS (
         UPDATE tasks SET status = 'Waiting', worker = NULL, claimed_at = NULL,
@@ -170,10 +197,8 @@ RENEW_LEASES = """
         FROM orphans WHERE tasks.id = orphans.id
         RETURNING tasks.id, tasks.time
     )
-    SELECT (SELECT coalesce(array_agg(id), '{}') FROM renewed),
-           (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM released),
-           (SELECT extract(epoch FROM min(time))::float8 FROM released),
-           extract(epoch FROM now())::float8"""
+    SELECT coalesce(array_agg(id ORDER BY id), '{}'), extract(epoch FROM min(time))::float8
+    FROM released"""
 
 # Hands back claims whose holder is gone, under the rule that no lease is ever reaped
 # because nobody *could* renew it: this reaper must have seen the database continuously
@@ -245,7 +270,6 @@ class Run:
 @dataclass(frozen=True, slots=True)
 class Renewal:
     held: set[int]  # ids whose lease was extended: still this worker's
-    released: list[int]  # orphans handed back
     at: float  # the database time of the renewal
 
 
@@ -348,24 +372,41 @@ class WorkerInfo:
     ran: int = 0
 
 
-def renew_leases(conn: psycopg.Connection, worker: WorkerInfo, claims: Iterable[Claim], *,
-                 cutoff: float | None) -> Renewal:
-    """Extend the leases of exactly these claims; hand back this worker's orphans claimed
-    no later than `cutoff` (database epoch; None: hand back nothing); refresh the worker's
-    row in fizz_workers."""
+def renew_leases(conn: psycopg.Connection, worker: WorkerInfo, claims: Iterable[Claim],
+                 chunk: int = 1000) -> Renewal:
+    """Extend the leases of exactly these claims (`chunk` per statement) and refresh the
+    worker's row in fizz_workers; returns the ids still held."""
     ordered = sorted(claims, key=lambda c: c.id)
-    row = conn.execute(RENEW_LEASES, {
-        "worker": worker.id, "lease": worker.lease, "host": worker.host, "pid": worker.pid,
-        "version": worker.version, "started": worker.started,
-        "concurrency": worker.concurrency, "in_flight": worker.in_flight, "ran": worker.ran,
-        "ids": [c.id for c in ordered], "attempts": [c.attempt for c in ordered],
-        "cutoff": cutoff if cutoff is not None else -math.inf,
-    }).fetchone()
+    held: set[int] = set()
+    at = 0.0
+    for start in range(0, max(len(ordered), 1), chunk):
+        part = ordered[start:start + chunk]
+        row = conn.execute(RENEW_LEASES, {
+            "worker": worker.id, "lease": worker.lease, "host": worker.host,
+            "pid": worker.pid, "version": worker.version, "started": worker.started,
+            "concurrency": worker.concurrency, "in_flight": worker.in_flight,
+            "ran": worker.ran, "ids": [c.id for c in part],
+            "attempts": [c.attempt for c in part],
+        }).fetchone()
+        assert row is not None
+        held.update(row[0])
+        at = row[1]
+    return Renewal(held, at)
+
+
+def release_orphans(conn: psycopg.Connection, worker: str, keep: Iterable[Claim],
+                    cutoff: float | None) -> list[int]:
+    """Hand back the rows Claimed under this worker's name but not in `keep`, claimed no
+    later than `cutoff` (database epoch; None: none), and wake the workers; their ids."""
+    if cutoff is None:
+        return []
+    row = conn.execute(RELEASE_ORPHANS, {"worker": worker, "cutoff": cutoff,
+                                         "ids": sorted(c.id for c in keep)}).fetchone()
     assert row is not None
-    held, released, earliest, at = row
+    released, earliest = row
     if released:
         conn.execute(NOTIFY_WAITING, [repr(earliest)])
-    return Renewal(set(held), list(released), at)
+    return list(released)
 
 
 def reap_expired(conn: psycopg.Connection, *, since: float | None, last: float | None,

@@ -76,6 +76,7 @@ class JobBook:
         self._seq = itertools.count()
         self._on_freed = on_freed
         self.cutoff: float | None = None  # database time of the last claim read back
+        self._suspect: tuple[float | None] | None = None  # a claim's answer was lost (cutoff then)
         self.closed = False
         self.printed = 0
 
@@ -231,13 +232,35 @@ class JobBook:
 
     # ------------------------------------------------------------------ keeper
 
-    def held(self) -> tuple[list[Claim], float | None]:
-        """(claims whose lease this worker keeps: PENDING and RECORDING jobs, the claim
-        cut-off): read together, so that every claim made at or before the cut-off that is
-        still this worker's is in the list."""
+    def held(self) -> tuple[list[Claim], list[Claim], float | None]:
+        """(claims whose lease the worker keeps: PENDING jobs; claims it holds: PENDING and
+        RECORDING jobs; the claim cut-off), read together, so that every claim made at or
+        before the cut-off that is still this worker's is in the second list. (A RECORDING
+        job's record ends within moments: its lease needs no renewal.)"""
         with self.lock:
-            return ([job.claim for job in self._jobs.values()
-                     if job.state in (State.PENDING, State.RECORDING)], self.cutoff)
+            pending = [job.claim for job in self._jobs.values() if job.state is State.PENDING]
+            recording = [job.claim for job in self._jobs.values()
+                         if job.state is State.RECORDING]
+            return pending, pending + recording, self.cutoff
+
+    def suspect_orphans(self) -> None:
+        """A claim's answer was lost: rows it claimed may be Claimed under this worker's
+        name without a job. They become orphans once a later claim's answer is read (its
+        time is the cut-off that covers them)."""
+        with self.lock:
+            if self._suspect is None:
+                self._suspect = (self.cutoff,)
+
+    def orphans_suspected(self) -> bool:
+        with self.lock:
+            return self._suspect is not None
+
+    def orphans_checked(self, cutoff: float | None) -> None:
+        """Orphans were handed back up to `cutoff`: a lost claim before it is dealt with."""
+        with self.lock:
+            if self._suspect is not None and cutoff is not None and (
+                    self._suspect[0] is None or cutoff > self._suspect[0]):
+                self._suspect = None
 
     def lost(self, claims: Iterable[Claim]) -> list[Job]:
         """A renewal found these claims no longer this worker's: drop those still PENDING

@@ -94,6 +94,7 @@ class Dispatcher:
         self.on_cancel_all = on_cancel_all  # '*' on fizz_cancel: too many to list
         self.due = DueTracker()
         self.stopping = False
+        self._claiming = False  # a claim statement is out
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -190,6 +191,9 @@ class Dispatcher:
                 self.due.read(self.link.run(claims.next_due)[0])
             self.link.run(self._claim_while_due)
         except LinkDown:
+            if self._claiming:  # that claim may have committed: look for orphans
+                self._claiming = False
+                self.book.suspect_orphans()
             self._unwatch()
             return self.link.pause()
         except CONNECTION_ERRORS as exc:  # a statement timed out; the connection is fine
@@ -207,8 +211,10 @@ class Dispatcher:
                 return
             limit = min(s.batch, room)
             started = time.perf_counter()
+            self._claiming = True
             batch = claims.claim_due(conn, self.worker, ahead=s.ahead, limit=limit,
                                      lease=s.lease)
+            self._claiming = False
             self.metrics.claims.observe(time.perf_counter() - started)
             log.debug("claim query: %s tasks", len(batch.claims))
             if batch.claims:

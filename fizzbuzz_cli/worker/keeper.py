@@ -3,10 +3,10 @@
 Every `lease / 3` it renews exactly the claims the book says this worker holds (a claim
 whose answer has not been read yet is not renewed, and is not judged either); a held claim
 the renewal did not find is lost (deleted, completed by someone else, or reaped while this
-worker could not renew) and its job is dropped before it can be recorded. The same
-statement hands back rows Claimed under this worker's name that it does not hold and that
-were claimed no later than the last claim it read back (a claim whose answer was lost when
-the connection dropped): nothing of this worker's stays Claimed without a job behind it.
+worker could not renew) and its job is dropped before it can be recorded. When a claim's
+answer was lost (and every tenth renewal, as a safety net), it then hands back the rows
+Claimed under this worker's name that it does not hold and that were claimed no later than
+the last claim it read back: nothing of this worker's stays Claimed without a job behind it.
 
 The renewal also keeps the worker's row in fizz_workers fresh (what it holds and has run).
 Between renewals it ticks the reaper (see fizzbuzz_cli.reaper) a few times a second; every
@@ -36,6 +36,9 @@ from fizzbuzz_cli.worker.thread import WorkerThread
 log = logging.getLogger("fizz.worker")
 
 
+ORPHAN_CHECK_EVERY = 10  # renewals between two checks for orphans when none is suspected
+
+
 def reap_interval(lease: float) -> float:
     """Seconds between reaper ticks: often enough that a gap of three is short next to the
     lease (a holder renews every third of it)."""
@@ -49,6 +52,8 @@ class Keeper(WorkerThread):
         self.book, self.link, self.describe, self.lease = book, link, describe, lease
         self.reaper = Reaper(reap_interval(lease))
         self.metrics = metrics
+        self.worker = describe().id
+        self._renewals = 0
         self.reaping = True  # a stopping worker stops handing back others' claims
         self._soon = threading.Event()
         self._closing = threading.Event()
@@ -83,18 +88,22 @@ class Keeper(WorkerThread):
             self._soon.wait(min(pause, max(next_renewal - time.monotonic(), 0.0)))
 
     def _renew(self, conn: psycopg.Connection) -> None:
-        held, cutoff = self.book.held()
+        pending, keep, cutoff = self.book.held()
         started = time.perf_counter()
-        renewal = claims.renew_leases(conn, self.describe(), held, cutoff=cutoff)
+        renewal = claims.renew_leases(conn, self.describe(), pending)
         self.metrics.renewals.observe(time.perf_counter() - started)
         self.reaper.observe(renewal.at)
-        lost = [claim for claim in held if claim.id not in renewal.held]
+        self._renewals += 1
+        if self.book.orphans_suspected() or self._renewals % ORPHAN_CHECK_EVERY == 0:
+            released = claims.release_orphans(conn, self.worker, keep, cutoff)
+            self.book.orphans_checked(cutoff)
+            if released:
+                log.warning("handed back %s tasks claimed under this worker's name without "
+                            "its knowing (a claim whose answer was lost): %s", len(released),
+                            ", ".join(map(str, released[:20])))
+        lost = [claim for claim in pending if claim.id not in renewal.held]
         dropped = self.book.lost(lost)
         self.metrics.dropped.inc(len(dropped))
         for job in dropped:
             log.warning("dropped task %s: its claim is no longer this worker's (deleted, "
                         "completed elsewhere, or handed back after its lease ran out)", job.id)
-        if renewal.released:
-            log.warning("handed back %s tasks claimed under this worker's name without its "
-                        "knowing (a claim whose answer was lost): %s", len(renewal.released),
-                        ", ".join(map(str, renewal.released[:20])))

@@ -85,14 +85,14 @@ MUTANTS = [
     Mutant(
         "renewal-hands-back-claims-in-flight",
         "a claim whose answer has not been read is never judged (the claim/renewal race)",
-        [("claims.py", "          AND claimed_at <= to_timestamp(%(cutoff)s::float8)\n",
-          "          AND (claimed_at <= to_timestamp(%(cutoff)s::float8) OR true)\n")],
+        [("claims.py", "          AND tasks.claimed_at <= to_timestamp(%(cutoff)s::float8)\n",
+          "          AND (tasks.claimed_at <= to_timestamp(%(cutoff)s::float8) OR true)\n")],
         [CLAIMS, "-k", "orphans"]),
     Mutant(
         "orphans-never-handed-back",
         "rows claimed under a worker's name that it does not hold go back at once",
-        [("claims.py", "          AND claimed_at <= to_timestamp(%(cutoff)s::float8)\n",
-          "          AND claimed_at <= to_timestamp(%(cutoff)s::float8) AND false\n")],
+        [("claims.py", "          AND tasks.claimed_at <= to_timestamp(%(cutoff)s::float8)\n",
+          "          AND tasks.claimed_at <= to_timestamp(%(cutoff)s::float8) AND false\n")],
         [CLAIMS, "-k", "orphans"]),
     Mutant(
         "reaper-ignores-its-watch",

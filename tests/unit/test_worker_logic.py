@@ -75,8 +75,9 @@ def test_a_job_goes_from_claim_to_print() -> None:
     assert len(book) == 2 and book.cutoff is not None
     [job] = locked(book, "take_for_record", time.time(), slack=0.002, limit=10)  # not the later one
     assert job.id == 1 and job.state is State.RECORDING
-    held, cutoff = book.held()
-    assert {c.id for c in held} == {1, 2} and cutoff == book.cutoff
+    pending, held, cutoff = book.held()
+    assert [c.id for c in pending] == [2] and {c.id for c in held} == {1, 2}
+    assert cutoff == book.cutoff
     assert book.settle([job], recorded={1}) == []
     assert job.state is State.RECORDED and locked(book, "take_printable", time.time()) == [job]
     book.done([job])
@@ -106,6 +107,18 @@ def test_a_reclaimed_task_supersedes_its_old_job() -> None:
     assert [job.claim.attempt for job in book.jobs(State.PENDING)] == [2]
     assert book.lost([Claim(7, FIZZ, due, 1)]) == []  # the old claim's loss is no news
     assert len(book) == 1
+
+
+def test_orphans_are_looked_for_until_a_later_claim_covers_the_lost_one() -> None:
+    book = JobBook()
+    book.add(claim_batch(Claim(1, FIZZ, 0, 1), at=100.0), 0.0)
+    assert not book.orphans_suspected()
+    book.suspect_orphans()  # a claim's answer was lost after the one at 100
+    book.orphans_checked(100.0)  # the cut-off does not cover it yet
+    assert book.orphans_suspected()
+    book.add(claim_batch(Claim(2, FIZZ, 0, 1), at=130.0), 0.0)
+    book.orphans_checked(130.0)
+    assert not book.orphans_suspected()
 
 
 def test_the_cutoff_is_the_latest_claim_read_back() -> None:
