@@ -204,6 +204,7 @@ class Dispatcher:
     def _claim_while_due(self, conn: psycopg.Connection) -> None:
         """Claim batches while tasks are due and there is room."""
         s = self.settings
+        retried = False
         while not self.stopping:
             room = s.concurrency - len(self.book)
             now = time.time() + self.clock.offset
@@ -226,7 +227,12 @@ class Dispatcher:
             claims.announce_next(conn, due, snapshot)
             now = time.time() + self.clock.offset
             if self.due.is_due(now, s.ahead):
-                # Due, yet not claimable: another worker holds the row locked right now.
+                # Due, yet not claimable: another worker held the rows locked as this claim
+                # passed them. Its claim has most likely committed by now: try once more
+                # at once, then back off a little (a long transaction may hold them).
+                if not retried:
+                    retried = True
+                    continue
                 self.due.retry_at = now + random.uniform(0.005, 0.02)
 
     def idle(self) -> bool:

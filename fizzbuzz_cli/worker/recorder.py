@@ -52,7 +52,7 @@ class StatementTime:
     """What a record statement for n runs is expected to take: base + per_row * n, each
     part rising at once with a slow sample and decaying slowly (late is worse than early)."""
 
-    def __init__(self, base: float = 0.003, per_row: float = 0.00004) -> None:
+    def __init__(self, base: float = 0.003, per_row: float = 0.000025) -> None:
         self.base, self.per_row = base, per_row
 
     def __call__(self, n: int) -> float:
@@ -67,7 +67,7 @@ class StatementTime:
 
 
 def _peak_decay(current: float, sample: float) -> float:
-    return sample if sample > current else current * 0.95 + sample * 0.05
+    return sample if sample > current else current * 0.9 + sample * 0.1
 
 
 class Recorder(WorkerThread):
