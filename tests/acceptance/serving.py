@@ -230,7 +230,7 @@ def client(serve: Serve) -> Client:
 
 @pytest.fixture(scope="module")
 def shared(pg_server: Any) -> Iterator[ServerProcess]:
-    from conftest import TEMPLATE
+    from helpers import TEMPLATE
 
     name = f"fizz_test_shared_{os.getpid()}_{time.monotonic_ns()}"
     url = pg_server.create_database(name, template=TEMPLATE)

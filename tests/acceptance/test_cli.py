@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Fizz, run_fizz
+from helpers import Fizz, run_fizz
 
 from fizzbuzz_cli import __version__
 from fizzbuzz_cli.tasks import UTC

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Fizz, Result
+from helpers import Fizz, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-from conftest import WorkerProc, query, wait_for
+from helpers import WorkerProc, query, wait_for
 
 from fizzbuzz_cli import schedules
 from fizzbuzz_cli.recurrence import parse_schedule_spec

@@ -17,11 +17,12 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import serving
-from conftest import PgServer, new_home, query
+from helpers import PgServer, new_home, query
 from serving import Client, ServerProcess, raw
 
 from fizzbuzz_cli.embedded import EmbeddedServer
@@ -406,11 +407,12 @@ def test_bearer_token_on_every_route_but_healthz(serve: Serve) -> None:
 
 
 def test_database_outage_is_503_never_500(serve: Serve, pg_server: PgServer) -> None:
-    url = pg_server.create_database("fizz_test_outage", template="fizz_test_template")
+    name = f"fizz_test_outage_{os.getpid()}_{time.monotonic_ns()}"  # never shared by runs
+    url = pg_server.create_database(name, template="fizz_test_template")
     try:
         client = serve(url=url, settings={"db_timeout": 1.0}).client()
         assert client("GET", "/tasks").status == 200
-        pg_server.drop_database("fizz_test_outage")
+        pg_server.drop_database(name)
         for path in ("/tasks", "/tasks/1", "/tasks/next"):
             started = time.monotonic()
             reply = client("GET", path)
@@ -421,7 +423,7 @@ def test_database_outage_is_503_never_500(serve: Serve, pg_server: PgServer) -> 
         assert client("GET", "/healthz").json == {"status": "unavailable",
                                                   "database": "unreachable"}
     finally:
-        pg_server.drop_database("fizz_test_outage")
+        pg_server.drop_database(name)
 
 
 # ------------------------------------------------------------------ the real command
@@ -501,3 +503,31 @@ def test_fizz_serve_starts_the_embedded_database_like_every_other_command() -> N
     finally:
         embedded.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_fizz_serve_listens_on_loopback_port_8000_by_default(database: str) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8000))
+        except OSError:
+            pytest.skip("port 8000 is taken on this machine")
+    server = subprocess.Popen([sys.executable, "-m", "fizzbuzz_cli", "serve", "--database-url",
+                               database], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", 8000), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, server.stderr
+                time.sleep(0.1)
+        # Bound to 127.0.0.1 only: the listening socket's local address in /proc/net/tcp.
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        listening = [line.split()[1] for line in table
+                     if line.split()[3] == "0A" and line.split()[1].endswith(":1F40")]
+        assert listening == ["0100007F:1F40"], listening
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0

@@ -8,20 +8,21 @@ plugin does not load under this pytest.)
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from conftest import PgServer, query
+from helpers import PgServer, query
 from hypothesis import HealthCheck, given, settings
 from serving import ServerProcess, finish
-
-NAME = "fizz_test_fuzz"
 
 
 @pytest.fixture(scope="module")
 def fuzz_base(pg_server: PgServer) -> Iterator[str]:
-    url = pg_server.create_database(NAME, template="fizz_test_template")
+    name = f"fizz_test_fuzz_{os.getpid()}_{time.monotonic_ns()}"  # never shared by runs
+    url = pg_server.create_database(name, template="fizz_test_template")
     query(url, "INSERT INTO tasks (tasktype, status, time) SELECT 'Fizz', 'Waiting', now() "
                "FROM generate_series(1, 200)")  # tasks to find, claim, complete and delete
     server = ServerProcess(url, "--pool-size", "4").wait_ready()
@@ -29,7 +30,7 @@ def fuzz_base(pg_server: PgServer) -> Iterator[str]:
         yield server.base
     finally:
         finish([server])  # a clean stop, and no traceback in its stderr
-        pg_server.drop_database(NAME)
+        pg_server.drop_database(name)
 
 
 def operations(base: str) -> list[schemathesis.APIOperation]:

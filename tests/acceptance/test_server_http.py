@@ -12,7 +12,7 @@ import time
 
 import pytest
 import serving
-from conftest import query
+from helpers import query
 from serving import ServerProcess, raw, responses
 
 serve = serving.serve

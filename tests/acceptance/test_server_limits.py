@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import serving
-from conftest import new_home, query
+from helpers import new_home, query
 from serving import Client, ServerProcess, allow_open_files, raw, responses
 
 from fizzbuzz_cli import db

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PgServer, WorkerProc, new_home, query, wait_for
+from helpers import PgServer, WorkerProc, new_home, query, wait_for
 
 from fizzbuzz_cli.embedded import EmbeddedServer
 
@@ -244,7 +244,7 @@ def test_a_closed_stdout_stops_the_worker_and_hands_tasks_back(database: str) ->
 
 
 def test_bad_options_and_unreachable_database() -> None:
-    from conftest import Fizz
+    from helpers import Fizz
 
     result = Fizz(None)("work", "--ahead", "9", "--lease", "10", url=False)
     assert (result.code, result.err) == (2, "Error: --ahead 9 is more than half the lease "
@@ -255,7 +255,7 @@ def test_bad_options_and_unreachable_database() -> None:
 
 
 def test_work_on_a_database_without_schema(empty_database: str) -> None:
-    from conftest import Fizz
+    from helpers import Fizz
 
     result = Fizz(empty_database)("work")
     assert (result.code, result.err) == (1, f"Error: the database in FIZZ_DATABASE_URL "

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from conftest import query, wait_for
+from helpers import query, wait_for
 
 from fizzbuzz_cli import schedules
 from fizzbuzz_cli.materialiser import Materialiser

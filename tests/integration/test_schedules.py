@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from conftest import query
+from helpers import query
 
 from fizzbuzz_cli import claims, schedules
 from fizzbuzz_cli.errors import BadInput, ScheduleNotFound

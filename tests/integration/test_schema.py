@@ -7,7 +7,7 @@ from datetime import datetime
 
 import psycopg
 import pytest
-from conftest import Fizz
+from helpers import Fizz
 
 from fizzbuzz_cli import db
 from fizzbuzz_cli.errors import SchemaMissing
@@ -84,6 +84,20 @@ def test_concurrent_init_db_is_serialised(empty_database: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+    # ... and the schema is whole: every table, trigger and index once, the version and the
+    # digest recorded once.
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert db.schema_version(conn) == (True, db.SCHEMA_VERSION)
+        assert conn.execute("SELECT key, value FROM fizz_meta ORDER BY key").fetchall() == [
+            ("schema_digest", db.SCHEMA_DIGEST), ("schema_version", str(db.SCHEMA_VERSION))]
+        triggers = conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'tasks'::regclass "
+                                "AND NOT tgisinternal ORDER BY 1").fetchall()
+        assert triggers == [("fizz_tasks_deleted",), ("fizz_tasks_inserted",),
+                            ("fizz_tasks_status_stamp",)]
+        tables = conn.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND "
+                              "relnamespace = 'public'::regnamespace ORDER BY 1").fetchall()
+        assert tables == [("fizz_meta",), ("fizz_schedules",), ("fizz_workers",), ("tasks",)]
+        db.ensure_schema(conn)  # the digest matches: nothing to do, nothing raised
 
 
 def test_refuses_a_newer_schema(database: str) -> None:
@@ -125,7 +139,7 @@ def test_upgrades_a_version_1_schema_with_claims_in_flight(empty_database: str) 
     worker: the upgrade keeps every row, and the claim keeps its lease and can be reaped."""
     from pathlib import Path
 
-    from conftest import Fizz
+    from helpers import Fizz
 
     v1 = (Path(__file__).parents[1] / "data" / "schema-v1.sql").read_text()
     with psycopg.connect(empty_database, autocommit=True) as conn:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import psycopg
-from conftest import new_home
+from helpers import new_home
 
 from fizzbuzz_cli.embedded import EmbeddedServer
 

@@ -95,3 +95,21 @@ def test_task_json_keeps_the_original_field_names() -> None:
         "time": "2023-03-28T11:59:59Z", "created_at": None, "claimed_at": None,
         "completed_at": None, "worker": None, "attempts": 0,
     }
+
+
+def test_the_default_home_of_the_embedded_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from fizzbuzz_cli.config import default_home
+
+    monkeypatch.setenv("FIZZ_HOME", "/srv/fizz-here")
+    assert default_home() == Path("/srv/fizz-here")
+    monkeypatch.delenv("FIZZ_HOME")
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert default_home() == Path("/var/lib/fizz")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_DATA_HOME", "/home/someone/.data")
+    assert default_home() == Path("/home/someone/.data/fizz")
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert default_home() == Path("/home/someone/.local/share/fizz")
