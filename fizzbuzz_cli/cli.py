@@ -643,13 +643,18 @@ def list_tasks(
 
 
 def _write_json_array(tasks: Iterable[Task]) -> None:
+    """A JSON array, one task per line, streamed. Nothing is written until the first task
+    (or the end) has come, so that a query that fails leaves stdout empty."""
     out = sys.stdout
-    out.write("[")
-    separator = "\n"
-    for task in tasks:
-        out.write(separator + json.dumps(task.to_json()))
-        separator = ",\n"
-    out.write("\n]\n" if separator != "\n" else "]\n")
+    rows = iter(tasks)
+    first = next(rows, None)
+    if first is None:
+        out.write("[]\n")
+        return
+    out.write("[\n" + json.dumps(first.to_json()))
+    for task in rows:
+        out.write(",\n" + json.dumps(task.to_json()))
+    out.write("\n]\n")
 
 
 def _write_table(tasks: Iterable[Task], chunk: int = 1000) -> None:
