@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import serving
-from helpers import PgServer, new_home, query
+from helpers import PgServer, new_home, query, table
 from serving import Client, ServerProcess, raw
 
 from fizzbuzz_cli.embedded import EmbeddedServer
@@ -383,8 +383,15 @@ def test_health_metrics_and_openapi(client: Client) -> None:
     assert set(spec["paths"]["/tasks/{id}"]) == {"get", "delete", "post", "parameters"}
 
 
-def test_bearer_token_on_every_route_but_healthz(serve: Serve) -> None:
-    base = serve(env={"FIZZ_API_TOKEN": "s3cret"}).base
+@pytest.mark.parametrize("given", ["--token", "FIZZ_API_TOKEN"])
+def test_bearer_token_on_every_route_but_healthz(serve: Serve, database: str,
+                                                 given: str) -> None:
+    if given == "--token":
+        server = serve("--token", "s3cret")
+    else:
+        server = serve(env={"FIZZ_API_TOKEN": "s3cret"})
+    base = server.base
+    query(database, "INSERT INTO tasks (tasktype, status, time) VALUES ('Fizz', 'Waiting', now())")
     anonymous = Client(base)
     denied = anonymous("GET", "/tasks")
     assert (denied.status, denied.headers["www-authenticate"]) == (401, 'Bearer realm="fizz"')
@@ -392,14 +399,24 @@ def test_bearer_token_on_every_route_but_healthz(serve: Serve) -> None:
                                     "<token>)"}
     assert anonymous("GET", "/tasks", headers={"Authorization": "Bearer wrong"}).status == 401
     assert anonymous("GET", "/tasks", headers={"Authorization": "Basic s3cret"}).status == 401
-    assert anonymous("POST", "/tasks", {"type": "Fizz", "time": "now"}).status == 401
+    # Every route of the API document, every method, with a real id: refused without the
+    # token, and nothing changes.
+    spec = Client(base, token="s3cret")("GET", "/openapi.json").json
+    routes = [(method.upper(), path.replace("{id}", "1")) for path, methods in spec["paths"].items()
+              for method in methods if path != "/healthz"]
+    assert {"DELETE", "POST", "GET"} <= {method for method, _ in routes}
+    before = table(database)
+    for method, path in [*routes, ("GET", "/openapi.json")]:
+        body = {"type": "Fizz", "time": "2023-03-28T11:59:59Z"} if method == "POST" else None
+        assert anonymous(method, path, body).status == 401, (method, path)
+    assert table(database) == before
     # Unknown routes and wrong methods too: routes cannot be listed without the token.
-    for method, path in (("GET", "/no/such/route"), ("GET", "/tasks/1/x"), ("PUT", "/tasks"),
-                         ("GET", "/metrics"), ("GET", "/openapi.json")):
+    for method, path in (("GET", "/no/such/route"), ("GET", "/tasks/1/x"), ("PUT", "/tasks")):
         assert anonymous(method, path).status == 401, (method, path)
     assert anonymous("GET", "/healthz").status == 200
     trusted = Client(base, token="s3cret")
     assert trusted("GET", "/tasks").status == 200
+    assert trusted("DELETE", "/tasks/1").status == 200
     assert trusted("GET", "/no/such/route").status == 404
     spec = trusted("GET", "/openapi.json").json
     assert spec["security"] == [{"bearerAuth": []}]

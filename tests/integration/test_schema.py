@@ -163,3 +163,21 @@ def test_upgrades_a_version_1_schema_with_claims_in_flight(empty_database: str) 
         # watched for longer hands it back.
         reaped = claims.reap_expired(conn, since=now - 11, last=now, max_gap=1.5).reaped
         assert [(r.id, r.worker) for r in reaped] == [(2, "old")]
+
+
+def test_init_db_again_changes_no_row(database: str) -> None:
+    """Upgrading in place keeps every row and every column of it (a column dropped and
+    added again would come back empty)."""
+    from helpers import Fizz, table
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("INSERT INTO tasks (tasktype, status, time) VALUES ('Fizz', 'Waiting', "
+                     "now()), ('Buzz', 'Complete', now() - interval '1 day')")
+        conn.execute("UPDATE tasks SET worker = 'w:1:x', attempts = 3, started_at = now(), "
+                     "completed_at = now(), claimed_at = now() WHERE id = 2")
+        conn.execute("UPDATE fizz_meta SET value = 'stale' WHERE key = 'schema_digest'")
+    before = table(database)
+    assert Fizz(database)("init-db").code == 0
+    with psycopg.connect(database, autocommit=True) as conn:
+        db.ensure_schema(conn)
+    assert table(database) == before

@@ -18,6 +18,8 @@ class Mutant:
 WORKER = "tests/acceptance/test_worker.py"
 CLAIMS = "tests/integration/test_claims.py"
 UNIT = "tests/unit/test_worker_logic.py"
+SERVER = "tests/acceptance/test_server.py"
+CLI = "tests/acceptance/test_cli.py"
 
 MUTANTS = [
     Mutant(
@@ -38,34 +40,32 @@ MUTANTS = [
     Mutant(
         "record-without-the-worker-fence",
         "a run is recorded only under the claim of the worker that holds it",
-        [("claims.py", """        WHERE tasks.attempts = b.attempt
-          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-        ORDER BY tasks.id
-        FOR UPDATE OF tasks
+        [("claims.py", """              AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+              AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+            FOR UPDATE
+        ) AS mine
     )
-    UPDATE tasks SET status = 'Complete',""", """        WHERE tasks.attempts = b.attempt
-          AND (tasks.worker IS NOT DISTINCT FROM %(worker)s OR true)
-          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-        ORDER BY tasks.id
-        FOR UPDATE OF tasks
+    UPDATE tasks SET status = 'Complete',""", """              AND (tasks.worker IS NOT DISTINCT FROM %(worker)s OR true)
+              AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+            FOR UPDATE
+        ) AS mine
     )
     UPDATE tasks SET status = 'Complete',""")],
         [CLAIMS, "-k", "fenced"]),
     Mutant(
         "record-without-the-attempt-fence",
         "a run is recorded only for the attempt that holds the claim",
-        [("claims.py", """        WHERE tasks.attempts = b.attempt
-          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-        ORDER BY tasks.id
-        FOR UPDATE OF tasks
+        [("claims.py", """            WHERE tasks.id = b.id AND tasks.attempts = b.attempt
+              AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+              AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+            FOR UPDATE
+        ) AS mine
     )
-    UPDATE tasks SET status = 'Complete',""", """        WHERE (tasks.attempts = b.attempt OR true)
-          AND tasks.worker IS NOT DISTINCT FROM %(worker)s
-          AND tasks.status IS NOT DISTINCT FROM 'Claimed'
-        ORDER BY tasks.id
-        FOR UPDATE OF tasks
+    UPDATE tasks SET status = 'Complete',""", """            WHERE tasks.id = b.id AND (tasks.attempts = b.attempt OR true)
+              AND tasks.worker IS NOT DISTINCT FROM %(worker)s
+              AND tasks.status IS NOT DISTINCT FROM 'Claimed'
+            FOR UPDATE
+        ) AS mine
     )
     UPDATE tasks SET status = 'Complete',""")],
         [CLAIMS, "-k", "fenced"]),
@@ -128,7 +128,7 @@ MUTANTS = [
     Mutant(
         "records-not-durable",
         "a record survives a crash of PostgreSQL (durable commit)",
-        [("worker/recorder.py", '        conn.execute("SET synchronous_commit = on")\n',
+        [("link.py", '        conn.execute("SET synchronous_commit = on")\n',
           '        pass\n')],
         [CLAIMS, "-k", "durable"]),
     Mutant(
@@ -157,4 +157,64 @@ MUTANTS = [
         [("worker/book.py", """            dropped = [job for i in ids if (job := self._jobs.get(i)) is not None
                        and job.state is State.PENDING]""", """            dropped = []""")],
         [f"{WORKER}::test_a_task_deleted_while_claimed_is_dropped"]),
+    Mutant(
+        "token-not-asked-on-delete",
+        "with --token, every route but /healthz needs it",
+        [("server/routes.py", "            if self._token is not None and request.path != PUBLIC:\n",
+          "            if (self._token is not None and request.path != PUBLIC\n"
+          "                    and request.method != 'DELETE'):\n")],
+        [f"{SERVER}::test_bearer_token_on_every_route_but_healthz"]),
+    Mutant(
+        "csv-row-silently-skipped",
+        "a bad line of a task file is named, and nothing is added",
+        [("bulk.py", """                raise BadInput(f"line {self.line}: expected 'type,time', got {len(cells)} fields")""",
+          """                continue""")],
+        ["tests/unit/test_bulk.py", "-k", "bad_records"]),
+    Mutant(
+        "partial-bulk-load-committed",
+        "a bulk add is all or nothing",
+        [("db.py", """        for task_type, when in rows:
+            copy.write_row((task_type.value, "Waiting", when))""", """        rows = iter(rows)
+        while True:
+            try:
+                task_type, when = next(rows)
+            except Exception:
+                break
+            copy.write_row((task_type.value, "Waiting", when))""")],
+        [f"{CLI}::test_bulk_add_is_all_or_nothing"]),
+    Mutant(
+        "a-500-on-a-bad-id",
+        "a bad id is a 400 (or exit 2), never a 500",
+        [("tasks.py", """        raise BadInput(f"invalid task id {raw!r}: use a whole number from 1 to {MAX_TASK_ID}")""",
+          """        raise ValueError(f"invalid task id {raw!r}")""")],
+        [SERVER, "-k", "bad_paths_and_queries"]),
+    Mutant(
+        "init-db-drops-a-column",
+        "init-db upgrades in place, keeping every row and column",
+        [("schema.sql", "ALTER TABLE tasks ALTER COLUMN created_at SET DEFAULT now();\n",
+          "ALTER TABLE tasks ALTER COLUMN created_at SET DEFAULT now();\n"
+          "ALTER TABLE tasks DROP COLUMN IF EXISTS started_at;\n"
+          "ALTER TABLE tasks ADD COLUMN started_at TIMESTAMPTZ;\n")],
+        ["tests/integration/test_schema.py", "-k", "changes_no_row"]),
+    Mutant(
+        "two-content-lengths-accepted",
+        "a request cannot smuggle a second one in its body",
+        [("server/protocol.py", """        if name == "content-length":
+            raise bad_request""", """        if name == "content-length" and False:
+            raise bad_request""")],
+        ["tests/acceptance/test_server_http.py", "-k", "smuggled"]),
+    Mutant(
+        "delete-several-not-all-or-nothing",
+        "fizz delete 1 2 deletes all or none",
+        [("db.py", """        if missing:
+            which =""", """        if missing and False:
+            which =""")],
+        [f"{CLI}::test_delete_several_ids_all_or_nothing"]),
+    Mutant(
+        "ids-in-other-scripts",
+        "ids are ASCII digits only (fizz delete ١ deleted task 1)",
+        [("tasks.py", '_ASCII_ID = re.compile(r"[0-9]{1,10}")',
+          '_ASCII_ID = re.compile(r"\\d{1,10}")')],
+        [CLI, "-k", "bad_input_exits_2"]),
 ]
+
