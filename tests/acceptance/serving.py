@@ -163,10 +163,13 @@ class Client:
         self.conn.close()
 
 
-def raw(base: str, data: bytes, timeout: float = 5, done: bool = False) -> bytes:
+def raw(base: str, data: bytes, timeout: float = 5, done: bool = False,
+        keep_open: bool = False) -> bytes:
     """Send raw bytes and return whatever comes back until the server closes (a reset
-    raises ConnectionResetError: the tests want an answer, never a reset). `done`: shut
-    our side for writing after sending, as a client with nothing more to say."""
+    raises ConnectionResetError: the tests want an answer, never a reset). A server that
+    neither closes nor answers within `timeout` fails the test (AssertionError); with
+    `keep_open`, a connection the server rightly keeps open returns what came so far.
+    `done`: shut our side for writing after sending, as a client with nothing more to say."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(data)
@@ -177,7 +180,9 @@ def raw(base: str, data: bytes, timeout: float = 5, done: bool = False) -> bytes
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
         except TimeoutError:
-            pass
+            if not keep_open:
+                raise AssertionError(f"no close within {timeout} s; got {b''.join(chunks)[:200]!r}"
+                                     ) from None
     return b"".join(chunks)
 
 

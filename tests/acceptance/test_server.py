@@ -463,9 +463,15 @@ def test_fizz_serve_logs_each_request_and_stops_cleanly_on_sigterm(serve: Serve,
     time.sleep(0.3)  # the list is streaming
     server.proc.send_signal(signal.SIGTERM)
     fetcher.join(timeout=60)
+    fetched = time.monotonic()
     assert server.proc.wait(timeout=15) == 0
+    # It stopped as soon as the request in flight was done, not at some fallback timeout...
+    assert time.monotonic() - fetched < 2.0, time.monotonic() - fetched
     assert result["reply"].status == 200
-    assert len(result["reply"].json) == 200000  # the request in flight was finished
+    assert len(result["reply"].json) == 200000  # ... and the request in flight was finished
+    # The idle keep-alive connection was closed, not left hanging.
+    idle.conn.sock.settimeout(2)
+    assert idle.conn.sock.recv(1) == b""
     server.stop()
     log = server.log()
     assert '"GET /tasks" 200' in log and "stopped" in log
