@@ -194,6 +194,36 @@ def test_the_counts_read_no_history(conn: psycopg.Connection) -> None:
         assert "tasks_completed_at_idx" in plan and "Seq Scan on tasks" not in plan, plan
 
 
+def fired(conn: psycopg.Connection, query: str, params: dict[str, object]) -> list[str]:
+    """The triggers a statement fires, as EXPLAIN ANALYZE (which runs it) reports them."""
+    plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params).fetchone()[0]
+    return [t["Trigger Name"] for t in plan[0].get("Triggers", [])]
+
+
+def test_the_workers_statements_fire_no_counting_trigger(conn: psycopg.Connection) -> None:
+    """The counters cost the claim path nothing: no trigger of theirs fires on a claim, a
+    record, a renewal or a hand-back (the workers' statements never change a type, never
+    insert, never delete)."""
+    add(conn, 4, when="now() - interval '1 second'")
+    assert fired(conn, claims.CLAIM_DUE, {"worker": "w", "ahead": 0, "limit": 4,
+                                          "lease": 30}) == []
+    held = conn.execute("SELECT id, attempts, extract(epoch FROM time)::float8 FROM tasks "
+                        "ORDER BY id").fetchall()
+    ids, attempts = [r[0] for r in held], [r[1] for r in held]
+    assert fired(conn, claims.RENEW_LEASES, {
+        "worker": "w", "lease": 30, "host": "h", "pid": 1, "version": "0", "started": 0,
+        "concurrency": 10, "in_flight": 4, "ran": 0, "ids": ids, "attempts": attempts,
+        "cutoff": 0}) == []
+    assert fired(conn, claims.RELEASE_CLAIMS, {"worker": "w", "ids": ids[:1],
+                                               "attempts": attempts[:1]}) == []
+    assert fired(conn, claims.RECORD_RUNS, {
+        "worker": "w", "ids": ids[1:], "attempts": attempts[1:],
+        "starts": [r[2] for r in held[1:]], "durations": [0.0] * 3}) == []
+    assert counts(conn) == truth(conn)
+    assert fired(conn, "DELETE FROM tasks WHERE id = %(id)s", {"id": ids[0]}) == [
+        "fizz_tasks_count_deleted", "fizz_tasks_deleted"]
+
+
 # ---------------------------------------------------------------------------- queue
 
 
