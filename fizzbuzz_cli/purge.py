@@ -6,8 +6,8 @@ before fizz, which have none, are kept). They go in batches, each its own short 
 found through the partial index on completed_at, walking forward from where the last batch
 ended, with a pause between batches. Why:
 
-- the workers never wait: a batch locks only Complete rows, which no claim or record touches,
-  and skips (never waits for) a row someone else holds;
+- the workers never wait: a batch deletes only Complete rows, which no claim or record
+  touches (a batch that meets another purge's rows in a deadlock is simply run again);
 - no long transaction: one deleting a million rows at once would hold back the cleanup of
   dead row versions for its whole length, and the workers' claim scans of the waiting index
   would wade through them;
@@ -64,20 +64,25 @@ COUNT_PURGEABLE = """
     SELECT count(*) FROM tasks WHERE status = 'Complete' AND completed_at < %(before)s"""
 
 # One batch: the oldest purgeable rows from where the last batch ended (a keyset walk, so
-# no batch re-reads the index entries of rows already deleted), skipping rows someone holds.
-# Returns how many went and the completion time reached.
+# no batch re-reads the index entries of rows already deleted). No FOR UPDATE: locking each
+# row before deleting it would cost a third more WAL and time. A row that someone changes
+# meanwhile (a worker handing back a run it could not print) is waited for, then checked
+# again by the outer WHERE: only a row still Complete and old enough goes. Returns how many
+# rows the batch took up, how many of them went, and the completion time reached.
 PURGE_BATCH = """
     WITH doomed AS (
-        SELECT id FROM tasks
+        SELECT id, completed_at FROM tasks
         WHERE status = 'Complete' AND completed_at >= %(after)s AND completed_at < %(before)s
         ORDER BY completed_at
         LIMIT %(batch)s
-        FOR UPDATE SKIP LOCKED
     ), deleted AS (
-        DELETE FROM tasks USING doomed WHERE tasks.id = doomed.id
-        RETURNING tasks.completed_at
+        DELETE FROM tasks USING doomed
+        WHERE tasks.id = doomed.id
+          AND tasks.status = 'Complete' AND tasks.completed_at < %(before)s
+        RETURNING tasks.id
     )
-    SELECT count(*), max(completed_at) FROM deleted"""
+    SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM deleted),
+           (SELECT max(completed_at) FROM doomed)"""
 
 # Purging needs no durable commit: a batch lost in a crash is purged again next time. Set
 # for each batch's transaction alone, so the caller's connection is left as it was.
@@ -200,11 +205,15 @@ def purge(conn: psycopg.Connection, age: Age, *, dry_run: bool = False, batch: i
     after: datetime | None = None
     while True:
         began = time.monotonic()
-        n, reached = purge_batch(conn, before, after, batch)
+        try:
+            taken, n, reached = purge_batch(conn, before, after, batch)
+        except psycopg.errors.DeadlockDetected:  # another purge on the same rows: again
+            log.debug("purge batch lost a deadlock; running it again")
+            continue
         deleted, batches = deleted + n, batches + 1
         if progress is not None:
             progress(deleted)
-        if n < batch:
+        if taken < batch:
             break
         after = reached
         wait = max(pause, (time.monotonic() - began) * (1 - DUTY) / DUTY)
@@ -217,16 +226,17 @@ def purge(conn: psycopg.Connection, age: Age, *, dry_run: bool = False, batch: i
 
 
 def purge_batch(conn: psycopg.Connection, before: datetime, after: datetime | None,
-                batch: int = BATCH) -> tuple[int, datetime | None]:
+                batch: int = BATCH) -> tuple[int, int, datetime | None]:
     """Delete up to `batch` purgeable rows completed at or after `after` (None: from the
-    oldest); (how many, the latest completion time among them)."""
+    oldest); (rows taken up, rows deleted, the latest completion time taken up). Fewer
+    deleted than taken up: others changed or deleted some meanwhile."""
     with conn.transaction():
         conn.execute(ASYNC_COMMIT)
         row = conn.execute(PURGE_BATCH, {"before": before, "batch": batch,
                                          "after": after or datetime.min.replace(tzinfo=UTC)}
                            ).fetchone()
     assert row is not None
-    return int(row[0]), row[1]
+    return int(row[0]), int(row[1]), row[2]
 
 
 # ------------------------------------------------------------------------------ automatic

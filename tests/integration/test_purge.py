@@ -78,17 +78,49 @@ def test_batches_walk_forward_and_report_progress(conn: psycopg.Connection) -> N
     assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
 
 
-def test_a_purge_never_waits_for_a_row_someone_holds(database: str) -> None:
+def test_a_purge_never_deletes_a_row_that_stopped_being_purgeable(database: str) -> None:
+    """A worker hands back a run it could not print (Complete -> Waiting) while a purge
+    reaches that row: the purge waits for it, sees it is no longer Complete, and keeps it."""
     with psycopg.connect(database, autocommit=True) as conn:
         add(conn, 10, "Complete", "now() - interval '2 days'")
         with psycopg.connect(database) as holder:
-            holder.execute("SELECT id FROM tasks WHERE id = 3 FOR UPDATE")
-            started = time.monotonic()
-            done = purge.purge(conn, Age(ago=timedelta(days=1)), batch=4, pause=0)
-            assert time.monotonic() - started < 2
-            assert done.deleted == 9
-        assert conn.execute("SELECT id FROM tasks").fetchall() == [(3,)]
-        assert purge.purge(conn, Age(ago=timedelta(days=1))).deleted == 1  # next time
+            holder.execute("UPDATE tasks SET status = 'Waiting', completed_at = NULL "
+                           "WHERE id = 3")
+            result: list[purge.Purge] = []
+            thread = threading.Thread(target=lambda: result.append(
+                purge.purge(conn, Age(ago=timedelta(days=1)), batch=4, pause=0)))
+            thread.start()
+            time.sleep(0.5)
+            assert thread.is_alive()  # waiting for row 3, in its first batch
+            holder.commit()
+            thread.join(10)
+        assert result[0].deleted == 9
+        assert conn.execute("SELECT id, status FROM tasks").fetchall() == [(3, "Waiting")]
+
+
+def test_two_purges_at_once_delete_each_row_once(database: str) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        add(conn, 3000, "Complete", "now() - interval '2 days' - mod(g, 7) * interval '1 s'")
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(database, autocommit=True) as mine:
+                results.append(purge.purge(mine, Age(ago=timedelta(days=1)), batch=100,
+                                           pause=0).deleted)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and sum(results) == 3000
+    with psycopg.connect(database, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+        assert stats.snapshot(conn)["tasks"]["Complete"] == 0
 
 
 def test_a_purge_can_be_stopped_between_batches(conn: psycopg.Connection) -> None:
