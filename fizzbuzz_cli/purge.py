@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 
 from fizzbuzz_cli import stats
+from fizzbuzz_cli.durations import DURATION_HELP, format_duration, parse_duration, read_duration
 from fizzbuzz_cli.errors import BadInput, first_line
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
 from fizzbuzz_cli.tasks import UTC, format_time, parse_absolute
@@ -50,8 +51,7 @@ DUTY = 0.5  # ... and at least as long as the batch took, over this (so purging 
 #             most about half of one backend's time)
 LOCK_KEY = (0x66697A7A, 0x7075)  # ("fizz", "pu"): the automatic purgers' advisory lock
 
-AGE_HELP = ("a duration such as 7d, 12h, 30m, 90s or 2w (or combined, 1d12h), or an RFC 3339 "
-            "time such as 2026-11-20T00:00:00Z")
+AGE_HELP = f"{DURATION_HELP}, or an RFC 3339 time such as 2026-11-20T00:00:00Z"
 
 # ------------------------------------------------------------------------------ queries
 
@@ -93,9 +93,6 @@ UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
 
 # ------------------------------------------------------------------------------ ages
 
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[wdhms])+")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
-_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _LOOKS_LIKE_A_DATE = re.compile(r"\d{4}-\d\d-\d\d")
 
 
@@ -115,13 +112,9 @@ class Age:
 def parse_age(text: str) -> Age:
     """AGE as `fizz purge --before` takes it: 7d, 12h, 30m, 90s, 2w, 1d12h, or RFC 3339."""
     raw = str(text).strip()
-    compact = raw.lower().replace(" ", "")
-    if _DURATION.fullmatch(compact):
-        seconds = sum(float(n) * _SECONDS[unit] for n, unit in _PART.findall(compact))
-        try:
-            return Age(ago=timedelta(seconds=seconds))
-        except OverflowError:
-            raise BadInput(f"age {raw!r} is too long: use at most a few thousand years") from None
+    ago = read_duration(raw)
+    if ago is not None:
+        return Age(ago=ago)
     if _LOOKS_LIKE_A_DATE.match(raw):
         try:
             return Age(moment=parse_absolute(raw))
@@ -132,27 +125,10 @@ def parse_age(text: str) -> Age:
 
 def parse_retention(text: str) -> timedelta:
     """AGE as `--retain` takes it: a duration only (a purger runs again and again)."""
-    age = parse_age(text)
-    if age.ago is None:
-        raise BadInput(f"invalid retention {text!r}: use a duration such as 7d, 12h or 30m "
+    if read_duration(text) is None and _LOOKS_LIKE_A_DATE.match(str(text).strip()):
+        raise BadInput(f"invalid retention {str(text).strip()!r}: use {DURATION_HELP} "
                        "(a time would not move on)")
-    if age.ago <= timedelta(0):
-        raise BadInput(f"invalid retention {text!r}: use a duration longer than 0s, such as "
-                       "7d, 12h or 30m")
-    return age.ago
-
-
-def format_duration(value: timedelta) -> str:
-    """7d, 12h, 1d12h, 90s (as parse_age reads them back)."""
-    seconds = value.total_seconds()
-    parts = []
-    for unit in ("d", "h", "m"):
-        whole, seconds = divmod(seconds, _SECONDS[unit])
-        if whole:
-            parts.append(f"{int(whole)}{unit}")
-    if seconds or not parts:
-        parts.append(f"{seconds:g}s")
-    return "".join(parts)
+    return parse_duration(text, "retention")
 
 
 # ------------------------------------------------------------------------------ purging

@@ -31,14 +31,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 
 from fizzbuzz_cli import db
+from fizzbuzz_cli.durations import parse_duration
 from fizzbuzz_cli.tasks import Status, Task, TaskType, format_time
 
 DEFAULT_WINDOW = 15 * 60.0  # seconds of history for lateness
+MAX_WINDOW = timedelta(days=1)  # a longer window reads more completions than a glance is worth
 OVERDUE_AFTER = 1.0  # seconds past its time after which a waiting task counts as overdue
 THROUGHPUT_WINDOWS = {"1m": 60, "5m": 300, "15m": 900}  # name -> seconds
 # Upper bounds (ms, exclusive) of the lateness histogram's buckets; a last one takes the rest.
@@ -146,6 +149,11 @@ RECOUNT_TOTALS = """
     SELECT tasktype, count(*) FROM tasks GROUP BY tasktype"""
 
 # ------------------------------------------------------------------------------ snapshot
+
+
+def parse_window(text: str) -> float:
+    """`--window` / `?window=`: a duration from 1s to 1d, in seconds."""
+    return parse_duration(text, "window", longest=MAX_WINDOW).total_seconds()
 
 
 def snapshot(conn: psycopg.Connection, window: float = DEFAULT_WINDOW) -> dict[str, Any]:

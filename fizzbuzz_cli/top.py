@@ -118,7 +118,7 @@ def histogram(snapshot: Snapshot, width: int = 30) -> Table:
     for bound, n in zip(bounds, counts, strict=True):
         label = f"< {_ms(bound)}" if bound is not None else f">= {_ms(previous)}"
         previous = bound
-        bar = "█" * round(n / top * width) if n else ""
+        bar = "█" * max(round(n / top * width), 1) if n else ""
         table.add_row(label, Text(bar, style="cyan"), f"{n:,}")
     return table
 
@@ -330,14 +330,31 @@ def _epoch(text: str) -> float:
 # ------------------------------------------------------------------------------ entry point
 
 
+def database_fetch(url: str, window: float) -> Fetch:
+    """The fetch of `fizz top`: a snapshot and the live workers, on one long-lived
+    connection of its own (a Link: reconnects with backoff; its outages are shown in the
+    view, not logged over it). Call it from one thread only (run's fetcher)."""
+    from fizzbuzz_cli import db, stats
+    from fizzbuzz_cli.link import Link, Outage, Timeouts
+
+    quiet = logging.getLogger("fizz.top.link")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    link = Link(url, "top", Timeouts.for_lease(10.0), Outage(quiet), application="fizz top")
+
+    def fetch() -> tuple[Snapshot, Workers]:
+        with db.translate_errors():  # a missing schema says "run 'fizz init-db'"
+            return link.run(lambda conn: (stats.snapshot(conn, window), stats.workers(conn)))
+
+    return fetch
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m fizzbuzz_cli.top --database-url URL [--window 15m] [--interval 1]`: the
     stand-in for `fizz top` until the command line has it."""
     import argparse
 
-    from fizzbuzz_cli import db, stats
-    from fizzbuzz_cli.link import Link, Outage, Timeouts
-    from fizzbuzz_cli.purge import parse_retention
+    from fizzbuzz_cli import stats
 
     parser = argparse.ArgumentParser(prog="python -m fizzbuzz_cli.top",
                                      description="A live view of fizz (q or Ctrl-C to leave).")
@@ -347,18 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("give --database-url (or set FIZZ_DATABASE_URL)")
-    window = parse_retention(args.window).total_seconds()
-    quiet = logging.getLogger("fizz.top.link")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False  # outages are shown in the view, not logged over it
-    link = Link(args.database_url, "top", Timeouts.for_lease(10.0), Outage(quiet),
-                application="fizz top")
-
-    def fetch() -> tuple[Snapshot, Workers]:
-        with db.translate_errors():  # a missing schema says "run 'fizz init-db'"
-            return link.run(lambda conn: (stats.snapshot(conn, window), stats.workers(conn)))
-
-    return run(fetch, interval=args.interval)  # (the fetcher's connection ends with us)
+    try:
+        window = stats.parse_window(args.window)
+    except FizzError as exc:
+        parser.error(str(exc))
+    # (the fetcher's connection ends with the process)
+    return run(database_fetch(args.database_url, window), interval=args.interval)
 
 
 if __name__ == "__main__":

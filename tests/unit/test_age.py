@@ -6,8 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from fizzbuzz_cli.durations import format_duration, parse_duration
 from fizzbuzz_cli.errors import BadInput
-from fizzbuzz_cli.purge import Age, format_duration, parse_age, parse_retention
+from fizzbuzz_cli.purge import Age, parse_age, parse_retention
+from fizzbuzz_cli.stats import parse_window
 from fizzbuzz_cli.tasks import UTC
 
 
@@ -66,3 +68,17 @@ def test_durations_are_shown_as_they_are_written(value: timedelta, text: str) ->
     assert format_duration(value) == text
     assert parse_age(text).ago == value
     assert str(Age(ago=value)) == text
+
+
+def test_windows_are_durations_up_to_a_day() -> None:
+    assert parse_window("15m") == 900.0
+    assert parse_window("1d") == 86400.0
+    with pytest.raises(BadInput, match="invalid window '2d': use at most 1d"):
+        parse_window("2d")
+    with pytest.raises(BadInput, match=r"invalid window 'soon': use a duration such as 7d"):
+        parse_window("soon")
+
+
+def test_a_duration_error_names_what_it_was_for() -> None:
+    with pytest.raises(BadInput, match=r"^invalid grace '5 seconds': use a duration such as"):
+        parse_duration("5 seconds", "grace")
