@@ -171,7 +171,8 @@ def one_run(bench: worker_bench.Bench, rows: int, window: float, seed: int) -> d
                 zip(per_window, windows, strict=True) if purging is kind and len(w) >= 100]
         figures["window_p99s_ms"] = p99s
         figures["median_window_p99_ms"] = statistics.median(p99s) if p99s else None
-    return {"quiet": quiet, "purging": busy, "windows": len(windows),
+    return {"quiet": quiet, "purging": busy, "windows": windows,
+            "late_tasks": [(when, ms) for when, ms in zip(due, late, strict=True) if ms > 5],
             "window_p99_moved_ms": (busy["median_window_p99_ms"] or 0) -
                                    (quiet["median_window_p99_ms"] or 0),
             "purge": {"deleted": deleted, "batches": batches, "seconds": purging_s,
