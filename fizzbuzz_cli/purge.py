@@ -39,7 +39,7 @@ import psycopg
 
 from fizzbuzz_cli import stats
 from fizzbuzz_cli.durations import DURATION_HELP, format_duration, parse_duration, read_duration
-from fizzbuzz_cli.errors import BadInput, first_line
+from fizzbuzz_cli.errors import BadInput, brief
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
 from fizzbuzz_cli.tasks import UTC, format_time, parse_absolute
 
@@ -256,10 +256,10 @@ class Purger(threading.Thread):
                 except LinkDown:
                     pause = self.link.pause()
                 except CONNECTION_ERRORS as exc:  # a statement timed out; try next time
-                    log.warning("purging: %s; trying again in %s s", first_line(exc),
+                    log.warning("purging: %s; trying again in %s s", brief(exc),
                                 f"{self.interval:g}")
                 except psycopg.Error as exc:  # e.g. a schema without the index: not fatal
-                    log.warning("purging: %s; trying again in %s s", first_line(exc),
+                    log.warning("purging: %s; trying again in %s s", brief(exc),
                                 f"{self.interval:g}")
                 self._halt.wait(pause)
         finally:

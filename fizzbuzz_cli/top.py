@@ -38,7 +38,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from fizzbuzz_cli.errors import FizzError, first_line
+from fizzbuzz_cli.errors import FizzError, brief
 from fizzbuzz_cli.link import LinkDown
 from fizzbuzz_cli.stats import STATUSES, TYPES
 
@@ -229,7 +229,7 @@ class Fetcher(threading.Thread):
                 result = self.fetch()
             except FETCH_ERRORS as exc:  # shown in the view; the next fetch tries again
                 with self._lock:
-                    self._error = first_line(exc)
+                    self._error = brief(exc)
             else:
                 with self._lock:
                     self._result, self._error = result, None
