@@ -11,9 +11,10 @@ ended, with a pause between batches. Why:
 - no long transaction: one deleting a million rows at once would hold back the cleanup of
   dead row versions for its whole length, and the workers' claim scans of the waiting index
   would wade through them;
-- the workers' commits stay quick: the purging connection commits asynchronously
-  (synchronous_commit off: a purge lost in a crash only leaves rows to purge again), so it
-  never queues a disk flush in front of theirs, and the pause spreads its WAL over time.
+- the workers' commits stay quick: a batch commits asynchronously (synchronous_commit off:
+  a purge lost in a crash only leaves rows to purge again), so the purge never makes a
+  disk flush of its own for theirs to queue behind (its WAL goes out with the WAL writer's
+  and their flushes), and the pause spreads that WAL over time.
 
 An automatic purger (``Purger``) runs one pass every so often; one process at a time purges
 (an advisory lock; the others skip their turn), so a hundred workers started with --retain

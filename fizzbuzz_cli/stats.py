@@ -23,14 +23,17 @@ All queries of a snapshot run in one REPEATABLE READ, READ ONLY transaction: one
 one now(), so the counts add up and the windows end at the same time.
 
 Threading: functions take a connection owned by the caller (autocommit, as everywhere in
-fizz); ``SnapshotCache`` is the one object meant to be shared between threads.
+fizz); each has an ``_async`` twin for an asyncio connection (fizz serve's pool), sharing
+its queries and the shaping of the answers. ``SnapshotCache`` is the one object meant to be
+shared between threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -172,23 +175,49 @@ def snapshot(conn: psycopg.Connection, window: float = DEFAULT_WINDOW) -> dict[s
 
     Every type and every status is present, with 0 when there are none.
     """
-    if not window > 0:
-        raise ValueError("window must be positive")
+    answers: dict[str, Any] = {}
     with conn.transaction():
         conn.execute(BEGIN_SNAPSHOT)
-        counts = conn.execute(TASK_COUNTS).fetchall()
-        overdue, next_due, now = conn.execute(QUEUE, {"overdue": OVERDUE_AFTER}).fetchone()  # type: ignore[misc]
-        alive = conn.execute(WORKERS_ALIVE).fetchone()[0]  # type: ignore[index]
-        late = conn.execute(LATENESS, {"window": window,
-                                       "bounds": list(HISTOGRAM_BOUNDS_MS)}).fetchone()
-        done = conn.execute(THROUGHPUT).fetchone()
-    assert late is not None and done is not None
+        for name, query, params, one in _steps(window):
+            cursor = conn.execute(query, params)
+            answers[name] = cursor.fetchone() if one else cursor.fetchall()
+    return _shape(answers, window)
+
+
+async def snapshot_async(conn: psycopg.AsyncConnection[Any],
+                         window: float = DEFAULT_WINDOW) -> dict[str, Any]:
+    """`snapshot` on an asyncio connection (fizz serve's pool)."""
+    answers: dict[str, Any] = {}
+    async with conn.transaction():
+        await conn.execute(BEGIN_SNAPSHOT)
+        for name, query, params, one in _steps(window):
+            cursor = await conn.execute(query, params)
+            answers[name] = await cursor.fetchone() if one else await cursor.fetchall()
+    return _shape(answers, window)
+
+
+def _steps(window: float) -> list[tuple[str, str, dict[str, Any] | None, bool]]:
+    """The statements of a snapshot: (name, query, parameters, one row)."""
+    if not window > 0:
+        raise ValueError("window must be positive")
+    return [
+        ("counts", TASK_COUNTS, None, False),
+        ("queue", QUEUE, {"overdue": OVERDUE_AFTER}, True),
+        ("alive", WORKERS_ALIVE, None, True),
+        ("late", LATENESS, {"window": window, "bounds": list(HISTOGRAM_BOUNDS_MS)}, True),
+        ("done", THROUGHPUT, None, True),
+    ]
+
+
+def _shape(answers: dict[str, Any], window: float) -> dict[str, Any]:
+    overdue, next_due, now = answers["queue"]
+    late, done = answers["late"], answers["done"]
     return {
         "at": format_time(now, micro=True),
-        "tasks": _task_counts(counts),
+        "tasks": _task_counts(answers["counts"]),
         "overdue": overdue,
         "next_due": None if next_due is None else format_time(next_due),
-        "workers": alive,
+        "workers": answers["alive"][0],
         "lateness_ms": _lateness(late),
         "lateness_histogram": _histogram(late[4], late[5]),
         "window_s": float(window),
@@ -243,13 +272,20 @@ def workers(conn: psycopg.Connection, include_gone: bool = False) -> list[dict[s
           "started_at": "...Z", "last_seen": "...Z", "lease_s": 10.0, "concurrency": 10000,
           "in_flight": 3, "ran": 120, "alive": true}, ...]
     """
-    rows = conn.execute(LIST_WORKERS, {"all": include_gone}).fetchall()
-    return [{
-        "id": r[0], "host": r[1], "pid": r[2], "version": r[3],
-        "started_at": format_time(r[4]), "last_seen": format_time(r[5]),
-        "lease_s": float(r[6]), "concurrency": r[7], "in_flight": r[8], "ran": r[9],
-        "alive": bool(r[10]),
-    } for r in rows]
+    return [_worker(r) for r in conn.execute(LIST_WORKERS, {"all": include_gone}).fetchall()]
+
+
+async def workers_async(conn: psycopg.AsyncConnection[Any],
+                        include_gone: bool = False) -> list[dict[str, Any]]:
+    cursor = await conn.execute(LIST_WORKERS, {"all": include_gone})
+    return [_worker(r) for r in await cursor.fetchall()]
+
+
+def _worker(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": r[0], "host": r[1], "pid": r[2], "version": r[3],
+            "started_at": format_time(r[4]), "last_seen": format_time(r[5]),
+            "lease_s": float(r[6]), "concurrency": r[7], "in_flight": r[8], "ran": r[9],
+            "alive": bool(r[10])}
 
 
 # ------------------------------------------------------------------------------ tasks
@@ -258,10 +294,21 @@ def workers(conn: psycopg.Connection, include_gone: bool = False) -> list[dict[s
 def latest_tasks(conn: psycopg.Connection, task_type: TaskType | None = None,
                  status: Status | None = None, limit: int = 50) -> list[Task]:
     """The newest tasks (highest ids first), optionally of one type and status."""
-    params = {"type": task_type.value if task_type else None,
-              "status": status.value if status else None, "limit": limit}
     with conn.cursor(row_factory=db.TASK_ROW) as cur:
-        return cur.execute(LATEST_TASKS, params).fetchall()
+        return cur.execute(LATEST_TASKS, _latest(task_type, status, limit)).fetchall()
+
+
+async def latest_tasks_async(conn: psycopg.AsyncConnection[Any],
+                             task_type: TaskType | None = None, status: Status | None = None,
+                             limit: int = 50) -> list[Task]:
+    async with conn.cursor(row_factory=db.TASK_ROW) as cur:  # type: ignore[arg-type]
+        await cur.execute(LATEST_TASKS, _latest(task_type, status, limit))
+        return await cur.fetchall()  # type: ignore[return-value]
+
+
+def _latest(task_type: TaskType | None, status: Status | None, limit: int) -> dict[str, Any]:
+    return {"type": task_type.value if task_type else None,
+            "status": status.value if status else None, "limit": limit}
 
 
 # ------------------------------------------------------------------------------ counters
@@ -299,5 +346,24 @@ class SnapshotCache:
         with self._lock:
             if self._value is None or time.monotonic() - self._taken > self.max_age:
                 self._value = self.compute()
+                self._taken = time.monotonic()
+            return self._value
+
+
+class AsyncSnapshotCache:
+    """SnapshotCache for an event loop (fizz serve): one task computes while the others
+    await its answer; a failure is not cached. Use from one event loop only."""
+
+    def __init__(self, compute: Callable[[], Awaitable[dict[str, Any]]],
+                 max_age: float = 1.0) -> None:
+        self.compute, self.max_age = compute, max_age
+        self._lock = asyncio.Lock()
+        self._value: dict[str, Any] | None = None
+        self._taken = -float("inf")
+
+    async def get(self) -> dict[str, Any]:
+        async with self._lock:
+            if self._value is None or time.monotonic() - self._taken > self.max_age:
+                self._value = await self.compute()
                 self._taken = time.monotonic()
             return self._value

@@ -3,6 +3,7 @@ count checked exactly, and the trigger-kept totals tried against every way rows 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import datetime, timedelta
@@ -383,3 +384,28 @@ def test_a_snapshot_is_one_instant(database: str) -> None:
 
 def test_snapshot_window_is_a_timedelta_friendly_number(conn: psycopg.Connection) -> None:
     assert stats.snapshot(conn, window=timedelta(minutes=5).total_seconds())["window_s"] == 300.0
+
+
+def test_the_asyncio_twins_give_the_same_answers(conn: psycopg.Connection, database: str) -> None:
+    """fizz serve's pool is asyncio: snapshot_async, workers_async and latest_tasks_async run
+    the same queries and shape the answers the same way."""
+    add(conn, 3, "Fizz")
+    add(conn, 2, "Buzz", "Complete", completed_at="now() - interval '10 s'",
+        started_at="now() - interval '10 s'")
+    worker_row(conn, "h1:42:aaaaaa", "1 second", in_flight=3, ran=120)
+
+    async def read() -> tuple[dict[str, object], list[dict[str, object]], list[int]]:
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as aconn:
+            cache = stats.AsyncSnapshotCache(lambda: stats.snapshot_async(aconn), max_age=60)
+            first, again = await asyncio.gather(cache.get(), cache.get())
+            assert first is again  # one snapshot for both
+            return (await stats.snapshot_async(aconn, 60), await stats.workers_async(aconn),
+                    [t.id for t in await stats.latest_tasks_async(aconn, TaskType.FIZZ,
+                                                                  limit=2)])
+
+    snap, workers, latest = asyncio.run(read())
+    expected = stats.snapshot(conn, 60)
+    assert {k: v for k, v in snap.items() if k != "at"} == {
+        k: v for k, v in expected.items() if k != "at"}
+    assert workers == stats.workers(conn)
+    assert latest == [3, 2]
