@@ -138,6 +138,102 @@ CREATE TABLE IF NOT EXISTS fizz_workers (
     ran         BIGINT NOT NULL DEFAULT 0
 );
 
+-- ---------------------------------------------------------------------- operator view
+-- What `fizz stats`, `fizz top`, GET /stats and `fizz purge` read (fizzbuzz_cli/stats.py and
+-- purge.py). Nothing here touches the workers' claim and record statements: those UPDATE
+-- status, and no trigger below fires on a status change.
+
+-- Recent completions, for throughput and lateness over a window and for purging by age.
+-- Partial: only a completion's new row version gets an entry (a waiting insert or a claim
+-- adds none, where a plain index would add a NULL key for each).
+CREATE INDEX IF NOT EXISTS tasks_completed_at_idx ON tasks (completed_at) WHERE status = 'Complete';
+
+-- How many tasks of each type the table holds, kept by statement-level triggers on INSERT,
+-- DELETE and TRUNCATE (and a row trigger on the rare UPDATE of tasktype), so that counting
+-- never scans the table: Complete = total - Waiting - Claimed, the last two counted exactly
+-- through their partial indexes. A type's total is the sum of its rows here. A statement
+-- adds to a row of its type that no other transaction holds (FOR UPDATE SKIP LOCKED), or
+-- inserts a new one when all are held: writers never wait for each other, and the rows stay
+-- about as many as the most transactions that ever wrote at once. Outside READ COMMITTED
+-- (where locking a row changed since the snapshot would fail the statement) it always
+-- inserts; `stats.fold_totals` folds the rows back to one per type.
+CREATE TABLE IF NOT EXISTS fizz_task_totals (
+    id       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tasktype VARCHAR NOT NULL,
+    n        BIGINT NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION fizz_add_to_totals(kind VARCHAR, delta BIGINT) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF delta = 0 THEN
+        RETURN;
+    END IF;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        UPDATE fizz_task_totals SET n = n + delta
+        WHERE id = (SELECT id FROM fizz_task_totals WHERE tasktype = kind
+                    LIMIT 1 FOR UPDATE SKIP LOCKED);
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO fizz_task_totals (tasktype, n) VALUES (kind, delta);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION fizz_count_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM fizz_add_to_totals(tasktype, n)
+    FROM (SELECT tasktype, count(*) AS n FROM fizz_inserted GROUP BY tasktype ORDER BY tasktype) c;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER fizz_tasks_count_inserted
+    AFTER INSERT ON tasks REFERENCING NEW TABLE AS fizz_inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION fizz_count_inserted();
+
+CREATE OR REPLACE FUNCTION fizz_count_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM fizz_add_to_totals(tasktype, -n)
+    FROM (SELECT tasktype, count(*) AS n FROM fizz_deleted GROUP BY tasktype ORDER BY tasktype) c;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER fizz_tasks_count_deleted
+    AFTER DELETE ON tasks REFERENCING OLD TABLE AS fizz_deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION fizz_count_deleted();
+
+CREATE OR REPLACE FUNCTION fizz_count_truncated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM fizz_task_totals;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER fizz_tasks_count_truncated
+    AFTER TRUNCATE ON tasks FOR EACH STATEMENT EXECUTE FUNCTION fizz_count_truncated();
+
+-- A BEFORE trigger, so that the UPDATEs of the claim path (which never name tasktype) pay
+-- nothing for it: an AFTER row trigger would make PostgreSQL re-read every updated row.
+CREATE OR REPLACE FUNCTION fizz_count_retyped() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM fizz_add_to_totals(OLD.tasktype, -1);
+    PERFORM fizz_add_to_totals(NEW.tasktype, 1);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER fizz_tasks_count_retyped
+    BEFORE UPDATE OF tasktype ON tasks FOR EACH ROW
+    WHEN (NEW.tasktype IS DISTINCT FROM OLD.tasktype)
+    EXECUTE FUNCTION fizz_count_retyped();
+
 -- ---------------------------------------------------------------------- recurring tasks
 -- A schedule is a row; each occurrence becomes an ordinary task (so workers run it on time,
 -- exactly once), marked with its schedule and occurrence time. The materialiser
@@ -180,6 +276,20 @@ CREATE TABLE IF NOT EXISTS fizz_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- The first init-db that creates the counters counts the table once. The triggers above,
+-- created in this same transaction, hold a lock on tasks that keeps every writer out until
+-- it commits, so no task is counted twice or missed.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM fizz_meta WHERE key = 'task_totals') THEN
+        DELETE FROM fizz_task_totals;
+        INSERT INTO fizz_task_totals (tasktype, n)
+            SELECT tasktype, count(*) FROM tasks GROUP BY tasktype;
+        INSERT INTO fizz_meta (key, value) VALUES ('task_totals', 'counted at init-db');
+    END IF;
+END
+$$;
 
 INSERT INTO fizz_meta (key, value) VALUES ('schema_version', '2')
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import TextIO
 
 from fizzbuzz_cli import __version__, claims
@@ -22,6 +23,7 @@ from fizzbuzz_cli.config import WorkerSettings
 from fizzbuzz_cli.errors import DatabaseUnavailable, FizzError, brief
 from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, Outage, Timeouts
 from fizzbuzz_cli.materialiser import Materialiser
+from fizzbuzz_cli.purge import Purger
 from fizzbuzz_cli.tasks import format_epoch
 from fizzbuzz_cli.worker.book import Job, JobBook, State
 from fizzbuzz_cli.worker.clock import DbClock
@@ -38,7 +40,7 @@ HAND_BACK_DEADLINE = 5.0  # seconds a stopping worker tries to hand its claims b
 
 class Worker:
     def __init__(self, url: str, settings: WorkerSettings | None = None,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, retain: timedelta | None = None) -> None:
         self.settings = s = settings or WorkerSettings()
         self.out = out or sys.stdout
         self.host, self.pid, self.started = socket.gethostname(), os.getpid(), time.time()
@@ -72,6 +74,8 @@ class Worker:
         self.metrics_server: MetricsServer | None = None
         self.materialiser = Materialiser(url, timeouts=timeouts, outage=outage,
                                          application="fizz work")
+        # --retain: purges completed tasks on a thread and connection of its own.
+        self.purger = Purger(url, retain, lease=s.lease, outage=outage) if retain else None
 
     @property
     def ran(self) -> int:
@@ -105,8 +109,9 @@ class Worker:
         self._install_signal_handlers()
         previous_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)  # let the printer take the GIL quickly at a task's time
-        for thread in (self.printer, self.recorder, self.keeper, self.materialiser):
-            thread.start()
+        for thread in (self.printer, self.recorder, self.keeper, self.materialiser, self.purger):
+            if thread is not None:
+                thread.start()
         log.info("worker %s ready: concurrency %s, lease %ss, claiming %ss ahead%s",
                  self.id, s.concurrency, _num(s.lease), _num(s.ahead),
                  ", draining" if s.drain else "")
@@ -192,6 +197,8 @@ class Worker:
         self.stopping = self.dispatcher.stopping = True
         self.keeper.reaping = False
         self.materialiser.stop()
+        if self.purger is not None:
+            self.purger.stop()
         self._log_signals()
         book = self.book
         if not self.immediate:

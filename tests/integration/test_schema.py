@@ -89,14 +89,18 @@ def test_concurrent_init_db_is_serialised(empty_database: str) -> None:
     with psycopg.connect(empty_database, autocommit=True) as conn:
         assert db.schema_version(conn) == (True, db.SCHEMA_VERSION)
         assert conn.execute("SELECT key, value FROM fizz_meta ORDER BY key").fetchall() == [
-            ("schema_digest", db.SCHEMA_DIGEST), ("schema_version", str(db.SCHEMA_VERSION))]
+            ("schema_digest", db.SCHEMA_DIGEST), ("schema_version", str(db.SCHEMA_VERSION)),
+            ("task_totals", "counted at init-db")]
         triggers = conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'tasks'::regclass "
                                 "AND NOT tgisinternal ORDER BY 1").fetchall()
-        assert triggers == [("fizz_tasks_deleted",), ("fizz_tasks_inserted",),
+        assert triggers == [("fizz_tasks_count_deleted",), ("fizz_tasks_count_inserted",),
+                            ("fizz_tasks_count_retyped",), ("fizz_tasks_count_truncated",),
+                            ("fizz_tasks_deleted",), ("fizz_tasks_inserted",),
                             ("fizz_tasks_status_stamp",)]
         tables = conn.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND "
                               "relnamespace = 'public'::regnamespace ORDER BY 1").fetchall()
-        assert tables == [("fizz_meta",), ("fizz_schedules",), ("fizz_workers",), ("tasks",)]
+        assert tables == [("fizz_meta",), ("fizz_schedules",), ("fizz_task_totals",),
+                          ("fizz_workers",), ("tasks",)]
         db.ensure_schema(conn)  # the digest matches: nothing to do, nothing raised
 
 
