@@ -167,9 +167,11 @@ def start_workers(url: str, n: int, *args: str, keep_output: bool = True) -> lis
 
 
 def copy_tasks(url: str, rows: list[tuple[str, datetime]]) -> float:
-    """Insert rows in one COPY; returns the database clock (epoch) right after the commit."""
+    """Insert rows in one COPY, in binary as `fizz add --file` does (db.COPY_TASKS); returns
+    the database clock (epoch) right after the commit."""
     with psycopg.connect(url) as conn:
-        with conn.cursor().copy("COPY tasks (tasktype, status, time) FROM STDIN") as copy:
+        with conn.cursor().copy(db.COPY_TASKS) as copy:
+            copy.set_types(["varchar", "varchar", "timestamptz"])
             for kind, when in rows:
                 copy.write_row((kind, "Waiting", when))
         conn.commit()
