@@ -458,6 +458,33 @@ TaskId = Annotated[int, typer.Argument(parser=parse_task_id, metavar="ID", show_
                                        help="The task id.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
+
+def _window(text: str) -> float:
+    from fizzbuzz_cli import stats
+
+    return stats.parse_window(text)
+
+
+def _age(text: str) -> Any:
+    from fizzbuzz_cli import purge
+
+    return purge.parse_age(text)
+
+
+def _retention(text: str) -> Any:
+    from fizzbuzz_cli import purge
+
+    return purge.parse_retention(text)
+
+
+Window = Annotated[float, typer.Option(
+    "--window", "-w", metavar="DURATION", parser=_window,
+    help="Lateness over the tasks started in this last stretch of time (1s to 1d).")]
+Retain = Annotated[Optional[Any], typer.Option(
+    "--retain", metavar="AGE", parser=_retention,
+    help="Purge tasks completed longer ago than AGE (7d, 12h, ...), as it runs; one process "
+         "at a time.")]
+
 _STATUS_STYLE = {Status.WAITING: "yellow", Status.CLAIMED: "cyan", Status.COMPLETE: "green"}
 
 
@@ -763,7 +790,8 @@ def _stdout_console() -> Any:
 @_command(app, "work", "fizz work", "fizz work --concurrency 100 --lease 30",
           "fizz work --drain          # run what is due, then exit",
           "fizz work --drain --wait   # everything waiting, even later, then exit",
-          "fizz work --metrics-port 9108   # Prometheus metrics of this worker")
+          "fizz work --metrics-port 9108   # Prometheus metrics of this worker",
+          "fizz work --retain 7d           # and purge tasks completed a week ago")
 def work(
     concurrency: Annotated[int, typer.Option(
         "--concurrency", "-c", metavar="N",
@@ -793,6 +821,7 @@ def work(
              "free port).")] = None,
     metrics_host: Annotated[str, typer.Option(
         "--metrics-host", metavar="HOST", help="Address for --metrics-port.")] = "127.0.0.1",
+    retain: Retain = None,
     database_url: DatabaseUrl = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -813,7 +842,7 @@ def work(
         raise BadInput("--wait goes with --drain (fizz work --drain --wait)")
     settings = WorkerSettings(concurrency=concurrency, lease=lease, grace=grace, ahead=ahead,
                               drain=drain, drain_wait=wait, metrics_port=metrics_port,
-                              metrics_host=metrics_host)
+                              metrics_host=metrics_host, retain=retain)
     url = database.prepared_url(database_url)
     with db.translate_errors():
         worker = Worker(url, settings)
@@ -853,6 +882,7 @@ def serve(
         metavar="SECONDS", parser=_seconds("--head-timeout", 0.1, 3600),
         help="How long a client has, from a request's first byte, to send its request line "
              "and headers.")] = ServerSettings.head_timeout,
+    retain: Retain = None,
     database_url: DatabaseUrl = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -868,10 +898,143 @@ def serve(
 
     settings = ServerSettings(host=host, port=port, token=token or None, pool_size=pool_size,
                               max_connections=max_connections, idle_timeout=idle_timeout,
-                              head_timeout=head_timeout)
+                              head_timeout=head_timeout, retain=retain)
     url = database.prepared_url(database_url)
     with db.translate_errors():
         run_server(url, settings)
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+@_command(app, "stats", "fizz stats", "fizz stats --json", "fizz stats --window 1h")
+def stats_command(
+    window: Window = 900.0,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Show how fizz is doing: tasks by status and type, the queue, workers, how late tasks
+    start and how fast they complete. One snapshot; --json for scripts (the same object as
+    GET /stats).
+    """
+    from fizzbuzz_cli import database, stats
+
+    with database.opened(database_url) as conn:
+        snapshot = stats.snapshot(conn, window)
+    if as_json:
+        print(json.dumps(snapshot))
+        return
+    from rich.console import Console
+
+    from fizzbuzz_cli import top
+
+    Console(highlight=False).print(top.stats_panel(snapshot))
+
+
+@_command(app, "workers", "fizz workers", "fizz workers --json", "fizz workers --all")
+def workers_command(
+    everyone: Annotated[bool, typer.Option(
+        "--all", help="Also workers not seen within their lease (silent, not yet removed).")]
+    = False,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """List the live workers, one per row: host, pid, version, when they started and were
+    last seen, tasks in flight and run. --json for scripts (as GET /workers)."""
+    from fizzbuzz_cli import database, stats
+
+    with database.opened(database_url) as conn:
+        rows = stats.workers(conn, include_gone=everyone)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        print("No workers." if not everyone else "No workers, alive or silent.")
+        return
+    from rich.console import Console
+
+    from fizzbuzz_cli import top
+
+    Console(highlight=False).print(top.workers_table(rows))
+
+
+@_command(app, "top", "fizz top", "fizz top --window 1h --interval 2")
+def top_command(
+    window: Window = 900.0,
+    interval: Annotated[float, typer.Option(
+        "--interval", metavar="SECONDS", parser=_seconds("--interval", 0.2, 60),
+        help="Seconds between two updates.")] = 1.0,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """A live view, redrawn every second: the counts, the workers, throughput over time and
+    a lateness histogram. q or Ctrl-C leaves."""
+    from fizzbuzz_cli import database, top
+
+    if not sys.stdout.isatty():
+        raise BadInput("fizz top draws on a terminal: use fizz stats (or fizz stats --json) "
+                       "for a snapshot")
+    url = database.prepared_url(database_url)
+    top.run(top.database_fetch(url, window), interval=interval)
+
+
+@_command(app, "purge", "fizz purge --before 7d", "fizz purge --before 12h --dry-run",
+          "fizz purge --before 2026-01-01T00:00:00Z --json")
+def purge_command(
+    before: Annotated[Any, typer.Option(
+        "--before", metavar="AGE", parser=_age,
+        help="Delete tasks completed before this: an age back from now (7d, 12h, 30m, "
+             "1d12h) or an RFC 3339 time.")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Count what would be deleted; delete nothing.")] = False,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Delete Complete tasks completed before AGE and print how many. Waiting and Claimed
+    tasks are never touched. In batches, so claims are never blocked for long; a progress
+    bar on a terminal.
+    """
+    from fizzbuzz_cli import database, purge
+
+    with database.opened(database_url) as conn:
+        cutoff = purge.cutoff(conn, before)
+        if dry_run:
+            done = purge.purge(conn, purge.Age(moment=cutoff), dry_run=True)
+        else:
+            total = purge.count_purgeable(conn, cutoff) if sys.stderr.isatty() else None
+            with _progress_bar(total, "purging") as progress:
+                done = purge.purge(conn, purge.Age(moment=cutoff), progress=progress)
+    if as_json:
+        print(json.dumps(done.to_json()))
+    else:
+        print(done.deleted)
+    what = "would be deleted" if dry_run else "deleted"
+    log.info("%s tasks completed before %s %s", f"{done.deleted:,}",
+             format_time(done.before), what)
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int | None, what: str) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on stderr while something is counted up to `total` (None: no
+    bar, off a terminal)."""
+    if not total:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
+                   console=Console(stderr=True), transient=True)
+    job = bar.add_task(what, total=total)
+    with bar:
+        yield lambda done: bar.update(job, completed=done)
 
 
 # ---------------------------------------------------------------------------- db

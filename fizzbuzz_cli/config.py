@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 DATABASE_URL_ENV = "FIZZ_DATABASE_URL"
@@ -63,6 +64,7 @@ class WorkerSettings:
     drain_wait: bool = False  # with drain: also wait for tasks due later
     metrics_port: int | None = None  # serve Prometheus text on this port (0: any free one)
     metrics_host: str = "127.0.0.1"  # ... on this address
+    retain: timedelta | None = None  # purge tasks completed longer ago than this (--retain)
 
     def __post_init__(self) -> None:
         if not 0 <= self.ahead <= self.lease / 2:
@@ -88,3 +90,4 @@ class ServerSettings:
     list_page: int = 1000  # tasks per page read by GET /tasks (no connection held between)
     http_lease: float = 60.0  # seconds a claim made through POST /tasks/pull/<id> lasts
     reap_interval: float = 0.5  # seconds between the reaper's observations (see reaper.py)
+    retain: timedelta | None = None  # purge tasks completed longer ago than this (--retain)

@@ -119,6 +119,11 @@ def spec(token: bool = False, max_body: int = 65536,
                     {"name": "limit", "in": "query", "required": False,
                      "description": "At most this many tasks.",
                      "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TASK_ID}},
+                    {"name": "order", "in": "query", "required": False,
+                     "description": "asc: in id order (the default, streamed); desc: newest "
+                                    "first, at most 1000 (default 100), as the dashboard "
+                                    "shows them.",
+                     "schema": {"type": "string", "enum": ["asc", "desc"]}},
                 ]),
             },
             "/tasks/next": {
@@ -156,6 +161,39 @@ def spec(token: bool = False, max_body: int = 65536,
                             "content": {"text/plain": {"schema": {"type": "string"}}}},
                 }, auth=auth, operationId="metrics"),
             },
+            "/stats": {
+                "get": _operation("How fizz is doing: counts, queue, workers, lateness, "
+                                  "throughput (the object of fizz stats --json)", {
+                    "200": _json(_ref("Stats"), "One snapshot."),
+                    "400": _error("The window is not a whole number of seconds from 1 to "
+                                  "86400."),
+                }, auth=auth, operationId="stats", parameters=[
+                    {"name": "window", "in": "query", "required": False,
+                     "description": "Lateness over tasks started in this many last seconds "
+                                    "(1 to 86400; default 900).",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 86400}},
+                ]),
+            },
+            "/workers": {
+                "get": _operation("The live workers (fizz workers --json)", {
+                    "200": _json({"type": "array", "items": _ref("Worker")}, "The workers."),
+                    "400": _error("all is not true or false."),
+                }, auth=auth, operationId="workers", parameters=[
+                    {"name": "all", "in": "query", "required": False,
+                     "description": "Also workers not seen within their lease.",
+                     "schema": {"type": "string", "enum": ["true", "false"]}},
+                ]),
+            },
+            "/": {
+                "get": {
+                    "summary": "The dashboard page (HTML; its files need no token, the "
+                               "routes it calls do)",
+                    "operationId": "dashboard",
+                    "security": [],
+                    "responses": {"200": {"description": "The page.", "content": {
+                        "text/html": {"schema": {"type": "string"}}}}},
+                },
+            },
             "/openapi.json": {
                 "get": _operation("This document", {
                     "200": _json({"type": "object"}, "The OpenAPI document."),
@@ -190,6 +228,35 @@ def spec(token: bool = False, max_body: int = 65536,
                     "type": "object",
                     "required": ["error"],
                     "properties": {"error": {"type": "string"}},
+                },
+                "Stats": {
+                    "type": "object",
+                    "required": ["at", "tasks", "overdue", "next_due", "workers",
+                                 "lateness_ms", "throughput"],
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "tasks": {"type": "object"},
+                        "overdue": {"type": "integer", "minimum": 0},
+                        "next_due": _NULLABLE_TIME,
+                        "workers": {"type": "integer", "minimum": 0},
+                        "lateness_ms": {"type": "object"},
+                        "lateness_histogram": {"type": "object"},
+                        "window_s": {"type": "number"},
+                        "throughput": {"type": "object"},
+                    },
+                },
+                "Worker": {
+                    "type": "object",
+                    "required": ["id", "host", "pid", "alive"],
+                    "properties": {
+                        "id": {"type": "string"}, "host": {"type": "string"},
+                        "pid": {"type": "integer"}, "version": {"type": "string"},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "last_seen": {"type": "string", "format": "date-time"},
+                        "lease_s": {"type": "number"}, "concurrency": {"type": "integer"},
+                        "in_flight": {"type": "integer"}, "ran": {"type": "integer"},
+                        "alive": {"type": "boolean"},
+                    },
                 },
                 "Health": {
                     "type": "object",

@@ -143,9 +143,12 @@ def workers_table(workers: Workers) -> Table:
 
 
 def stats_panel(snapshot: Snapshot) -> Panel:
-    """One snapshot as a panel (`fizz stats` prints this)."""
-    side = Table.grid(padding=(0, 4))
-    side.add_row(queue_table(snapshot), throughput_table(snapshot), lateness_table(snapshot))
+    """One snapshot as a panel (`fizz stats` prints this). The queue, throughput and
+    lateness sit side by side, or wrap under each other on a narrow screen."""
+    from rich.columns import Columns
+
+    side = Columns([queue_table(snapshot), throughput_table(snapshot),
+                    lateness_table(snapshot)], padding=(0, 4))
     return Panel(Group(tasks_table(snapshot), side), title="fizz stats",
                  subtitle=Text(snapshot["at"]), box=box.ROUNDED, expand=False)
 
@@ -347,30 +350,3 @@ def database_fetch(url: str, window: float) -> Fetch:
             return link.run(lambda conn: (stats.snapshot(conn, window), stats.workers(conn)))
 
     return fetch
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fizzbuzz_cli.top --database-url URL [--window 15m] [--interval 1]`: the
-    stand-in for `fizz top` until the command line has it."""
-    import argparse
-
-    from fizzbuzz_cli import stats
-
-    parser = argparse.ArgumentParser(prog="python -m fizzbuzz_cli.top",
-                                     description="A live view of fizz (q or Ctrl-C to leave).")
-    parser.add_argument("--database-url", default=os.environ.get("FIZZ_DATABASE_URL"))
-    parser.add_argument("--window", default="15m", help="lateness window, e.g. 15m, 1h")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between updates")
-    args = parser.parse_args(argv)
-    if not args.database_url:
-        parser.error("give --database-url (or set FIZZ_DATABASE_URL)")
-    try:
-        window = stats.parse_window(args.window)
-    except FizzError as exc:
-        parser.error(str(exc))
-    # (the fetcher's connection ends with the process)
-    return run(database_fetch(args.database_url, window), interval=args.interval)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,11 +1,13 @@
 """Running `fizz serve`: start-up, signals and a graceful stop.
 
 Start-up: raise the open-file limit to what --max-connections needs, open the pool, listen
-(an address in use is a run-time failure: exit 1), start the reaper, log the address.
+(an address in use is a run-time failure: exit 1), start the side jobs (the reaper, and with
+--retain the purger), log the address.
 SIGINT or SIGTERM: stop listening, close idle connections, let requests in flight finish
 (10 s at most), cut what the database still owes, close the pool, exit 0.
 
-Threads: the event loop's (everything but reaping) and the reaper's.
+Threads: the event loop's (everything but the side jobs), and one per side job (each with a
+connection of its own).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 from fizzbuzz_cli.config import ServerSettings
 from fizzbuzz_cli.errors import FizzError
+from fizzbuzz_cli.purge import Purger
 from fizzbuzz_cli.server.database import Database
 from fizzbuzz_cli.server.logs import Batches, log_loop_error
 from fizzbuzz_cli.server.reaper import Reaper
@@ -60,6 +63,9 @@ async def _serve(url: str, settings: ServerSettings,
                             f"{reason}") from None
         reaper = Reaper(url, settings.reap_interval)
         reaper.start()
+        purger = Purger(url, settings.retain) if settings.retain else None
+        if purger is not None:
+            purger.start()
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
@@ -77,6 +83,8 @@ async def _serve(url: str, settings: ServerSettings,
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             reaper.stop()
+            if purger is not None:
+                purger.stop(timeout=2.0)
     finally:
         await database.close()
         writer.cancel()

@@ -17,11 +17,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from fizzbuzz_cli import stats
 from fizzbuzz_cli.config import ServerSettings
 from fizzbuzz_cli.errors import BadInput, DatabaseUnavailable, FizzError
 from fizzbuzz_cli.server.database import Database
 from fizzbuzz_cli.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from fizzbuzz_cli.server.metrics import Metrics
+from fizzbuzz_cli.server.operator import PAGE_PATHS, Operator
 from fizzbuzz_cli.server.protocol import HttpError
 from fizzbuzz_cli.server.transport import Request, Response, error_response, json_response
 from fizzbuzz_cli.tasks import (
@@ -37,7 +39,9 @@ from fizzbuzz_cli.tasks import (
 log = logging.getLogger("fizz.server")
 
 Handler = Callable[[Request], Awaitable[Response]]
-PUBLIC = "/healthz"  # the one path that needs no token
+# Paths that need no token: the health check, and the dashboard page's files (they hold no
+# data; the routes they call need the token).
+PUBLIC = frozenset({"/healthz", *PAGE_PATHS})
 UNAVAILABLE = "database unavailable, try again shortly"
 
 
@@ -88,7 +92,8 @@ class Api:
         self.metrics = Metrics()
         self._token = settings.token.encode() if settings.token else None
         self._openapi: bytes | None = None
-        self.router = Router([
+        self.operator = Operator(database)
+        self.router = Router([*self.operator.routes(),
             ("POST", "/tasks", self.create_task),
             ("GET", "/tasks", self.list_tasks),
             ("GET", "/tasks/next", self.next_task),
@@ -105,7 +110,7 @@ class Api:
         """The answer to one request; never raises."""
         template, handler, params, error = self.router.resolve(request.method, request.path)
         try:
-            if self._token is not None and request.path != PUBLIC:
+            if self._token is not None and request.path not in PUBLIC:
                 self.authorize(request)
             if error is not None:
                 raise error
@@ -158,6 +163,10 @@ class Api:
         kind = _filter(request, "filters.type", TaskType.parse)
         status = _filter(request, "filters.status", Status.parse)
         limit = _filter(request, "limit", _limit)
+        if _filter(request, "order", _order) == "desc":  # newest first (the dashboard)
+            newest = await self.db.run(lambda conn: stats.latest_tasks_async(
+                conn, kind, status, min(limit if limit is not None else 100, 1000)))
+            return json_response(200, [task.to_json() for task in newest])
         page = self.settings.list_page
         # The first page is read before the 200 is committed to (a database that is away
         # is still a 503); the rest is read page by page as the client takes it.
@@ -232,6 +241,13 @@ def _record(item: Any, where: str = "") -> Any:
         return parse_task_record(item, exact_type=True, time_required=True, relative=False)
     except BadInput as exc:
         raise BadInput(f"{where}{exc}") from None
+
+
+def _order(text: str) -> str:
+    if text not in ("asc", "desc"):
+        raise BadInput(f"{text!r} is not asc (oldest first, the default) or desc (newest "
+                       "first, at most 1000)")
+    return text
 
 
 def _limit(text: str) -> int:

@@ -15,7 +15,6 @@ import socket
 import sys
 import threading
 import time
-from datetime import timedelta
 from typing import TextIO
 
 from fizzbuzz_cli import __version__, claims
@@ -40,7 +39,7 @@ HAND_BACK_DEADLINE = 5.0  # seconds a stopping worker tries to hand its claims b
 
 class Worker:
     def __init__(self, url: str, settings: WorkerSettings | None = None,
-                 out: TextIO | None = None, retain: timedelta | None = None) -> None:
+                 out: TextIO | None = None) -> None:
         self.settings = s = settings or WorkerSettings()
         self.out = out or sys.stdout
         self.host, self.pid, self.started = socket.gethostname(), os.getpid(), time.time()
@@ -75,7 +74,8 @@ class Worker:
         self.materialiser = Materialiser(url, timeouts=timeouts, outage=outage,
                                          application="fizz work")
         # --retain: purges completed tasks on a thread and connection of its own.
-        self.purger = Purger(url, retain, lease=s.lease, outage=outage) if retain else None
+        self.purger = (Purger(url, s.retain, lease=s.lease, outage=outage) if s.retain
+                       else None)
 
     @property
     def ran(self) -> int:

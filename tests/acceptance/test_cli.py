@@ -38,8 +38,8 @@ def test_version() -> None:
 
 def test_every_command_has_help_with_examples(fizz: Fizz) -> None:
     for command in ([], ["init-db"], ["add"], ["list"], ["show"], ["delete"], ["work"],
-                    ["serve"], ["db"], ["db", "start"], ["db", "stop"], ["db", "status"],
-                    ["db", "url"]):
+                    ["serve"], ["stats"], ["workers"], ["top"], ["purge"], ["db"],
+                    ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"]):
         result = fizz(*command, "--help")
         assert result.code == 0, command
         assert "Examples:" in result.out, command
@@ -105,7 +105,7 @@ def test_add_json(fizz: Fizz) -> None:
 
 
 ID_RANGE = "use a whole number from 1 to 2147483647"
-COMMANDS = "init-db, add, list, show, delete, work, serve, db"
+COMMANDS = "init-db, add, list, show, delete, work, serve, stats, workers, top, purge, db"
 
 
 @pytest.mark.parametrize(

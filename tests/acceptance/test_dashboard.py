@@ -1,35 +1,25 @@
-"""The dashboard page in a real headless Chromium (Debian's chromium and chromium-driver,
-driven by selenium): it shows the real figures of the test database and follows them within
-5 s, filters the latest tasks, fits a phone's width, and asks for the token once.
-
-Until `fizz serve` has GET /, /stats and /workers, the page is served by the stand-in below:
-fizzbuzz_cli.web's assets, and the JSON of fizzbuzz_cli.stats from the test database. To
-point the tests at the real server, make the `dashboard` fixture start `fizz serve` instead
-(same URL layout, same JSON). Screenshots go to test-artifacts/ (FIZZ_TEST_ARTIFACTS).
+"""The dashboard page of a real `fizz serve`, in a real headless Chromium (Debian's
+chromium and chromium-driver, driven by selenium): it shows the real figures of the test
+database and follows them within 5 s, filters the latest tasks, fits a phone's width, asks
+for the token once, and says when the server is gone. Screenshots go to test-artifacts/
+(FIZZ_TEST_ARTIFACTS).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
-
-from fizzbuzz_cli import stats, web
-from fizzbuzz_cli.errors import BadInput
-from fizzbuzz_cli.tasks import Status, TaskType
+from serving import ServerProcess, finish
 
 ARTIFACTS = Path(os.environ.get("FIZZ_TEST_ARTIFACTS") or
                  Path(__file__).parents[2] / "test-artifacts")
@@ -65,86 +55,26 @@ pytestmark = [
 ]
 
 
-# ---------------------------------------------------------------------------- stand-in
-
-
-class StandIn(BaseHTTPRequestHandler):
-    """The routes the page uses, answered as `fizz serve` will: the assets, and the JSON of
-    fizzbuzz_cli.stats (one database connection per request, from the test database)."""
-
-    server: StandInServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        found = web.asset(parts.path)
-        if found is not None:
-            return self._send(200, found.body, found.headers())
-        if parts.path not in ("/stats", "/workers", "/tasks"):
-            return self._json(404, {"error": f"no such resource: {parts.path}"})
-        token = self.server.token
-        if token and self.headers.get("Authorization", "") != f"Bearer {token}":
-            return self._json(401, {"error": "missing or wrong bearer token"})
-        self.server.requests.append(self.path)
-        query = parse_qs(parts.query)
-        with psycopg.connect(self.server.url, autocommit=True) as conn:
-            if parts.path == "/stats":
-                return self._json(200, stats.snapshot(conn))
-            if parts.path == "/workers":
-                return self._json(200, stats.workers(conn))
-            try:
-                kind = TaskType.parse(query["filters.type"][0]) if "filters.type" in query else None
-                status = Status.parse(query["filters.status"][0]) if "filters.status" in query else None
-                limit = int(query.get("limit", ["50"])[0])
-            except (BadInput, ValueError) as exc:
-                return self._json(400, {"error": str(exc)})
-            assert query.get("order") == ["desc"]
-            tasks = stats.latest_tasks(conn, kind, status, limit)
-            return self._json(200, [t.to_json() for t in tasks])
-
-    def _json(self, status: int, payload: object) -> None:
-        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class StandInServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, url: str, token: str | None) -> None:
-        super().__init__(("127.0.0.1", 0), StandIn)
-        self.url, self.token = url, token
-        self.requests: list[str] = []
+# ---------------------------------------------------------------------------- the server
 
 
 @dataclass
 class Dashboard:
     base: str  # http://127.0.0.1:PORT/
-    server: StandInServer
+    server: ServerProcess
 
 
 @pytest.fixture
 def dashboard(database: str) -> Iterator[Callable[..., Dashboard]]:
-    servers: list[StandInServer] = []
+    servers: list[ServerProcess] = []
 
     def start(token: str | None = None) -> Dashboard:
-        server = StandInServer(database, token)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = ServerProcess(database, *(["--token", token] if token else [])).wait_ready()
         servers.append(server)
-        return Dashboard(f"http://127.0.0.1:{server.server_address[1]}/", server)
+        return Dashboard(server.base + "/", server)
 
     yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    finish([server for server in servers if server.proc.poll() is None])
 
 
 @pytest.fixture
@@ -263,8 +193,8 @@ def test_the_dashboard_shows_the_figures_and_follows_them(
     WebDriverWait(browser, 5).until(
         lambda d: {tuple(r[1:3]) for r in rows(d, "tasks-body")} == {("Fizz", "Complete")})
     assert len(rows(browser, "tasks-body")) == 13
-    assert any("filters.type=fizz" in r and "filters.status=complete" in r
-               for r in board.server.requests)
+    assert any("GET /tasks?" in line and "filters.type=fizz" in line
+               and "filters.status=complete" in line for line in board.server.log().splitlines())
     Select(browser.find_element(By.ID, "filter-type")).select_by_value("fizzbuzz")
     Select(browser.find_element(By.ID, "filter-status")).select_by_value("claimed")
     wait_text(browser, "tasks-body", "No task matches.", timeout=5)
@@ -323,7 +253,6 @@ def test_the_page_says_when_the_server_is_gone(
     board = dashboard()
     browser.get(board.base)
     wait_text(browser, "waiting", "0")
-    board.server.shutdown()
-    board.server.server_close()
+    board.server.stop()
     wait_text(browser, "status", lambda text: text.startswith("cannot reach fizz"), timeout=10)
     assert text_of(browser, "waiting") == "0"  # the last figures stay

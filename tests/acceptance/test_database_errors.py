@@ -13,7 +13,8 @@ UNREACHABLE = "postgresql://fizz@127.0.0.1:1/nothing"
 COMMANDS = [
     ["list"], ["list", "--json"], ["add", "Fizz"], ["add", "--file", "-"], ["show", "1"],
     ["delete", "1"], ["delete", "1", "2"], ["work"], ["work", "--drain"],
-    ["serve", "--port", "0"],
+    ["serve", "--port", "0"], ["stats"], ["stats", "--json"], ["workers"],
+    ["purge", "--before", "1d"], ["purge", "--before", "1d", "--dry-run"],
 ]
 
 

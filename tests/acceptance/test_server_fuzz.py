@@ -45,8 +45,9 @@ def test_api_conforms_to_its_openapi_document(fuzz_base: str,
     found = operations(fuzz_base)
     # Every route is described and fuzzed (schemathesis leaves out the document's own URL).
     assert sorted(op.label for op in found) == [
-        "DELETE /tasks/{id}", "GET /healthz", "GET /metrics", "GET /tasks", "GET /tasks/next",
-        "GET /tasks/{id}", "POST /tasks", "POST /tasks/pull/{id}", "POST /tasks/{id}"]
+        "DELETE /tasks/{id}", "GET /", "GET /healthz", "GET /metrics", "GET /stats",
+        "GET /tasks", "GET /tasks/next", "GET /tasks/{id}", "GET /workers", "POST /tasks",
+        "POST /tasks/pull/{id}", "POST /tasks/{id}"]
     for operation in found:
         has_input = any(len(part) for part in (operation.path_parameters, operation.query,
                                                operation.body))

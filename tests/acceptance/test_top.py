@@ -1,7 +1,7 @@
 """`fizz top` under a real pseudo-terminal, against a real database: what it draws, that it
 follows the database, and that `q` and Ctrl-C leave cleanly with the terminal restored.
 
-Driven through `python -m fizzbuzz_cli.top` until the command line has `fizz top`."""
+Driven through the real command, `fizz top` (as `python -m fizzbuzz_cli top`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from helpers import TEMPLATE, PgServer
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[=>()][0-9A-Za-z]?")
 
@@ -112,7 +113,7 @@ def seed(url: str) -> None:
 def test_top_draws_the_figures_follows_the_database_and_q_leaves(
         database: str, terminal: type[Terminal]) -> None:
     seed(database)
-    term = terminal("-m", "fizzbuzz_cli.top", "--database-url", database)
+    term = terminal("-m", "fizzbuzz_cli", "top", "--database-url", database)
     term.wait_for(r"fizz top")
     before = termios.tcgetattr(term.fd)
     assert not before[3] & termios.ICANON  # single keys, no Enter: cbreak mode
@@ -143,7 +144,7 @@ def test_top_draws_the_figures_follows_the_database_and_q_leaves(
 
 
 def test_ctrl_c_leaves_cleanly(database: str, terminal: type[Terminal]) -> None:
-    term = terminal("-m", "fizzbuzz_cli.top", "--database-url", database)
+    term = terminal("-m", "fizzbuzz_cli", "top", "--database-url", database)
     term.wait_for(r"all\s+0\s+0\s+0\s+0")
     term.type(b"\x03")  # the terminal turns it into SIGINT
     assert term.wait_exit() == 0
@@ -151,11 +152,20 @@ def test_ctrl_c_leaves_cleanly(database: str, terminal: type[Terminal]) -> None:
     assert termios.tcgetattr(term.fd)[3] & termios.ICANON
 
 
-def test_an_unreachable_database_is_shown_and_q_still_leaves(
-        terminal: type[Terminal]) -> None:
-    url = "host=127.0.0.1 port=9 dbname=nothing user=nobody connect_timeout=2"
-    term = terminal("-m", "fizzbuzz_cli.top", "--database-url", url)
-    term.wait_for(r"cannot read the figures: .*retrying")
-    term.type(b"q")
-    assert term.wait_exit() == 0
-    assert "Traceback" not in term.text
+def test_a_database_that_goes_away_is_shown_and_q_still_leaves(
+        pg_server: PgServer, terminal: type[Terminal]) -> None:
+    """At start, an unreachable database is one line and exit 1, as for every command
+    (tests/acceptance/test_database_errors.py); once running, an outage is shown in the
+    view, which keeps answering its keys."""
+    name = f"fizz_test_top_{os.getpid()}_{time.monotonic_ns()}"
+    url = pg_server.create_database(name, template=TEMPLATE)
+    try:
+        term = terminal("-m", "fizzbuzz_cli", "top", "--database-url", url)
+        term.wait_for(r"Waiting")
+        pg_server.drop_database(name)
+        term.wait_for(r"cannot read the figures: .*retrying")
+        term.type(b"q")
+        assert term.wait_exit() == 0
+        assert "Traceback" not in term.text
+    finally:
+        pg_server.drop_database(name)

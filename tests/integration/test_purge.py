@@ -201,7 +201,7 @@ def test_a_worker_with_retain_runs_a_purger(database: str) -> None:
     with psycopg.connect(database, autocommit=True) as conn:
         add(conn, 8, "Complete", "now() - interval '2 days'")
         add(conn, 2, "Complete", "now() - interval '1 hour'")
-        worker = Worker(database, WorkerSettings(lease=3.0), retain=timedelta(days=1))
+        worker = Worker(database, WorkerSettings(lease=3.0, retain=timedelta(days=1)))
         thread = threading.Thread(target=worker.run)
         thread.start()
         try:

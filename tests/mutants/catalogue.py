@@ -216,5 +216,16 @@ MUTANTS = [
         [("tasks.py", '_ASCII_ID = re.compile(r"[0-9]{1,10}")',
           '_ASCII_ID = re.compile(r"\\d{1,10}")')],
         [CLI, "-k", "bad_input_exits_2"]),
+    Mutant(
+        "purge-deletes-a-row-that-changed",
+        "a purge deletes only tasks still Complete and old enough when it gets to them",
+        [("purge.py", """          AND tasks.status = 'Complete' AND tasks.completed_at < %(before)s""",
+          """          AND true""")],
+        ["tests/integration/test_purge.py", "-k", "stopped_being_purgeable"]),
+    Mutant(
+        "stats-open-without-the-token",
+        "with --token, the dashboard's data needs the token (its files do not)",
+        [("server/routes.py", 'PUBLIC = frozenset({"/healthz", *PAGE_PATHS})',
+          'PUBLIC = frozenset({"/healthz", "/stats", *PAGE_PATHS})')],
+        ["tests/acceptance/test_operations.py", "-k", "token"]),
 ]
-
