@@ -152,7 +152,7 @@ def main() -> int:
         return 2
     rng = random.Random(args.seed)
     kinds = args.only or FAULTS
-    network = netns.Network(index=2)
+    network = netns.Network()
     home = Path(tempfile.mkdtemp(prefix="fizz-faultbench-", dir="/tmp"))
     server = FaultServer(home, gateway=network.gateway)
     outcomes: list[Outcome] = []

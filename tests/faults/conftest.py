@@ -22,7 +22,7 @@ needs_namespaces = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
 def network() -> Iterator[netns.Network]:
     if WHY_NOT is not None:
         pytest.skip(WHY_NOT)
-    net = netns.Network(index=1)
+    net = netns.Network()
     try:
         yield net
     finally:

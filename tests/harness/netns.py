@@ -7,6 +7,12 @@ a cable is pulled or a switch port dies; established connections see silence, no
 `restore(host)` brings it back. Addresses are private (10.77.0.0/16) and exist only inside
 the namespaces this module creates; everything it creates is removed on close.
 
+A run killed before it closes its network leaves the bridge and its address behind, and
+network devices outlive processes: a later run on the same machine that took the same /24
+would send its packets into the dead bridge. So each Network takes a /24 that no device
+holds and names everything after it (`fzbr77`, `fz77h1`, `fzv771`), trying the next one if
+a name is taken.
+
 Root only (creating namespaces needs CAP_NET_ADMIN); `available()` says why not otherwise.
 """
 
@@ -52,18 +58,34 @@ class Host:
         return ["ip", "netns", "exec", self.name, *argv]
 
 
+def _subnets_in_use() -> set[int]:
+    """The third octets of the 10.77.x.0/24 subnets some device here already holds."""
+    listing = _ip("-o", "-4", "addr", "show").stdout
+    prefix = f" {_SUBNET_BASE}."
+    return {int(part.split(".")[0]) for part in listing.split(prefix)[1:]}
+
+
 @dataclass
 class Network:
-    """A bridge and hosts; `index` keeps concurrent networks (and test runs) apart."""
+    """A bridge and hosts on a /24 of 10.77.0.0/16 that nothing else here holds."""
 
-    index: int
     hosts: list[Host] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.tag = f"{os.getpid() % 1000:03d}{self.index}"
-        self.bridge = f"fzbr{self.tag}"
-        self.gateway = f"{_SUBNET_BASE}.{self.index}.1"
-        _ip("link", "add", self.bridge, "type", "bridge")
+        taken = _subnets_in_use()
+        start = os.getpid() % 250
+        for step in range(250):
+            octet = 1 + (start + step) % 250
+            if octet in taken:
+                continue
+            bridge = f"fzbr{octet}"
+            if _ip("link", "add", bridge, "type", "bridge", check=False).returncode == 0:
+                break
+        else:
+            raise RuntimeError("no free 10.77.x.0/24 subnet for a test network")
+        self.tag, self.bridge = str(octet), bridge
+        self.gateway = f"{_SUBNET_BASE}.{octet}.1"
+        self._octet = octet
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
@@ -71,7 +93,11 @@ class Network:
         number = len(self.hosts) + 1
         name = f"fz{self.tag}h{number}"
         veth = f"fzv{self.tag}{number}"
-        address = f"{_SUBNET_BASE}.{self.index}.{10 + number}"
+        address = f"{_SUBNET_BASE}.{self._octet}.{10 + number}"
+        # This network owns its octet (it made the bridge), so a namespace or veth of these
+        # names can only be a killed run's leftover.
+        _ip("netns", "del", name, check=False)
+        _ip("link", "del", veth, check=False)
         _ip("netns", "add", name)
         _ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
         _ip("link", "set", veth, "master", self.bridge)
