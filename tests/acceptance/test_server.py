@@ -378,7 +378,9 @@ def test_health_metrics_and_openapi(client: Client) -> None:
     spec = client("GET", "/openapi.json").json
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {"/tasks", "/tasks/next", "/tasks/pull/{id}", "/tasks/{id}",
-                                  "/healthz", "/metrics", "/openapi.json"}
+                                  "/healthz", "/metrics", "/openapi.json", "/schedules",
+                                  "/schedules/{id}", "/schedules/{id}/pause",
+                                  "/schedules/{id}/resume"}
     assert set(spec["paths"]["/tasks/{id}"]) == {"get", "delete", "post", "parameters"}
 
 
