@@ -1098,22 +1098,22 @@ def schedule_show(
     with database.opened(database_url) as conn:
         schedule = schedules.get_schedule(conn, schedule_id)
     now = _now()
-    upcoming = [schedules.occurrence_json(when, schedule.zone)
-                for when in schedule.upcoming(count, now)]
+    times = schedule.upcoming(count, now)
     if as_json:
+        upcoming = [schedules.occurrence_json(when, schedule.zone) for when in times]
         print(json.dumps({**schedule.to_json(now), "upcoming": upcoming}))
         return
     from fizzbuzz_cli.recurrence import format_local
 
-    lines = _schedule_lines(schedule.to_json(now))
+    notes = []
     if count:
         title = "next occurrences" if schedule.state != "paused" else (
             "next occurrences if resumed now")
-        lines += ["", f"{title} (UTC, then {schedule.zone.key}):" if upcoming else
-                  f"{title}: none (the schedule has ended)"]
-        lines += [f"  {format_time(when)}  {format_local(when, schedule.zone)}"
-                  for when in schedule.upcoming(count, now)]
-    _write_lines(lines)
+        notes = ["", f"{title} (UTC, then {schedule.zone.key}):" if times else
+                 f"{title}: none (the schedule has ended)"]
+        notes += [f"  {format_time(when)}  {format_local(when, schedule.zone)}"
+                  for when in times]
+    _write_schedule(schedule.to_json(now), notes)
 
 
 @_command(schedule_app, "pause", "fizz schedule pause 1", "fizz schedule pause 1 --json")
@@ -1162,23 +1162,21 @@ def _change_schedule(operation: str, schedule_id: int, as_json: bool,
     if as_json:
         print(json.dumps(data))
     else:
-        _write_lines(_schedule_lines(data))
+        _write_schedule(data)
 
 
-def _schedule_lines(data: dict[str, Any]) -> list[str]:
-    """A schedule as `field  value` lines (the rule it does not have left out)."""
-    return [f"{key:<12}  {'-' if value is None else value}" for key, value in data.items()
-            if not (key in ("every", "cron") and value is None)]
-
-
-def _write_lines(lines: list[str]) -> None:
+def _write_schedule(data: dict[str, Any], notes: list[str] | None = None) -> None:
+    """A schedule as `field  value` lines (the rule it does not have left out), then the
+    notes' lines; field names in bold on a terminal."""
+    fields = [(f"{key:<12}", "-" if value is None else str(value))
+              for key, value in data.items()
+              if not (key in ("every", "cron") and value is None)]
     console = _stdout_console()
     if console is None:
-        print("\n".join(lines))
+        print("\n".join([f"{key}  {value}" for key, value in fields] + (notes or [])))
         return
-    styled = [f"[bold]{_escape(line[:12])}[/]{_escape(line[12:])}" if line[:1].isalpha()
-              else _escape(line) for line in lines]
-    console.print("\n".join(styled))
+    console.print("\n".join([f"[bold]{key}[/]  {_escape(value)}" for key, value in fields]
+                            + [_escape(line) for line in notes or []]))
 
 
 def _escape(text: str) -> str:
