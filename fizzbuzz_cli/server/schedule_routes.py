@@ -45,7 +45,7 @@ class ScheduleRoutes:
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
             ("POST", "/schedules", self.create),
-            ("GET", "/schedules", self.list),
+            ("GET", "/schedules", self.list_all),
             ("GET", "/schedules/{id}", self.get),
             ("DELETE", "/schedules/{id}", self.delete),
             ("POST", "/schedules/{id}/pause", self.pause),
@@ -58,7 +58,7 @@ class ScheduleRoutes:
         created = await self.db.perform(schedules.create_steps(spec))
         return json_response(201, created.to_json(_now()), Location=f"/schedules/{created.id}")
 
-    async def list(self, request: Request) -> Response:
+    async def list_all(self, request: Request) -> Response:
         # The first page is read before the 200 is committed to (a database that is away is
         # still a 503); the rest as the client takes it, no connection held in between.
         first = await self.db.perform(schedules.list_page_steps(0, PAGE))
