@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import time
 import zoneinfo
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 import serving
-from conftest import PgServer, query
+from conftest import PgServer, WorkerProc, query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving import Client, ServerProcess
@@ -369,3 +371,26 @@ def test_any_valid_schedule_is_created_and_its_occurrences_agree(serve: Serve) -
 
     attempt()
     assert len(client("GET", "/schedules").json) >= 50  # the examples were run
+
+
+@pytest.mark.slow
+def test_a_schedule_added_and_deleted_over_http_runs_on_a_worker(
+        serve: Serve, workers: Callable[..., WorkerProc], database: str) -> None:
+    """The whole way: a schedule added over HTTP, materialised by fizz serve and the worker,
+    run by the worker, each occurrence printed once; deleted over HTTP, nothing more runs."""
+    client = serve().client()
+    worker = workers()
+    created = client("POST", "/schedules", {"type": "Fizz", "every": "1s"}).json
+    time.sleep(5)
+    deleted = client("DELETE", f"/schedules/{created['id']}")
+    assert deleted.status == 200
+    stopped = datetime.now(UTC)
+    time.sleep(4.5)  # what was running when it was deleted finishes (a Fizz takes 3 s)
+    assert worker.stop() == 0
+    printed = Counter(int(line.split()[1]) for line in worker.output())
+    rows = query(database, "SELECT id, occurrence, status FROM tasks WHERE schedule_id = %s "
+                           "ORDER BY occurrence", [created["id"]])
+    assert rows and all(status == "Complete" for _, _, status in rows), rows
+    assert all(occurrence <= stopped for _, occurrence, _ in rows), rows
+    assert printed == Counter(task_id for task_id, _, _ in rows)  # each once, nothing else
+    assert len(rows) >= 4
