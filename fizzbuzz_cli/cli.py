@@ -657,30 +657,31 @@ def list_tasks(
 ) -> None:
     """List tasks in id order: a table, or a JSON array with --json.
 
-    Streams: a million tasks do not fill the memory.
+    SCHEDULE is the id of the schedule a task came from (fizz schedule), if any. Streams: a
+    million tasks do not fill the memory.
     """
     from fizzbuzz_cli import database, db
 
     with database.opened(database_url) as conn:
         tasks = db.iter_tasks(conn, task_type, status, limit)
         if as_json:
-            _write_json_array(tasks)
+            _write_json_array(task.to_json() for task in tasks)
         else:
             _write_table(tasks)
 
 
-def _write_json_array(tasks: Iterable[Task]) -> None:
-    """A JSON array, one task per line, streamed. Nothing is written until the first task
-    (or the end) has come, so that a query that fails leaves stdout empty."""
+def _write_json_array(items: Iterable[dict[str, Any]]) -> None:
+    """A JSON array, one element per line, streamed. Nothing is written until the first
+    element (or the end) has come, so that a query that fails leaves stdout empty."""
     out = sys.stdout
-    rows = iter(tasks)
+    rows = iter(items)
     first = next(rows, None)
     if first is None:
         out.write("[]\n")
         return
-    out.write("[\n" + json.dumps(first.to_json()))
-    for task in rows:
-        out.write(",\n" + json.dumps(task.to_json()))
+    out.write("[\n" + json.dumps(first))
+    for item in rows:
+        out.write(",\n" + json.dumps(item))
     out.write("\n]\n")
 
 
@@ -692,14 +693,15 @@ def _write_table(tasks: Iterable[Task], chunk: int = 1000) -> None:
         width = max(len(str(rows[-1].id)), 2)
         lines = []
         if not written:
-            header = f"{'ID':>{width}}  {'TYPE':<8}  {'STATUS':<8}  TIME"
+            header = f"{'ID':>{width}}  {'TYPE':<8}  {'STATUS':<8}  {'SCHEDULE':<8}  TIME"
             lines.append(f"[bold]{header}[/]" if console else header)
         for task in rows:
             status = f"{task.status.value:<8}"
             if console:
                 status = f"[{_STATUS_STYLE[task.status]}]{status}[/]"
+            schedule = "-" if task.schedule_id is None else task.schedule_id
             lines.append(f"{task.id:>{width}}  {task.type.value:<8}  {status}  "
-                         f"{format_time(task.time)}")
+                         f"{schedule:<8}  {format_time(task.time)}")
         if console:
             console.print("\n".join(lines))
         else:
@@ -1103,6 +1105,257 @@ def _write_server_status(status: Any, as_json: bool) -> None:
     if not in_use:
         print(f"not in use: {config.DATABASE_URL_ENV} is set, so fizz commands use that "
               "database instead")
+
+
+# ---------------------------------------------------------------------------- schedule
+#
+# Recurring tasks (fizzbuzz_cli.schedules). The rule, zone, times and policy are taken as
+# text and read, together, by recurrence.parse_schedule_spec (the HTTP API's reader too)
+# when the command runs: cronsim and zoneinfo are loaded only by these commands.
+
+schedule_app = typer.Typer(
+    cls=FizzGroup,
+    help="Recurring tasks: every so often, or cron in any time zone.",
+    epilog=_examples("fizz schedule add Fizz --every 5m",
+                     "fizz schedule add Buzz --cron '30 2 * * *' --tz Europe/Paris",
+                     "fizz schedule list", "fizz schedule show 1 --next 10",
+                     "fizz schedule pause 1"),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(schedule_app, name="schedule")
+
+NEXT_MAX = 1000  # fizz schedule show --next N at most
+
+
+def _schedule_id(text: str) -> int:
+    from fizzbuzz_cli.recurrence import parse_schedule_id
+
+    return parse_schedule_id(text)
+
+
+ScheduleId = Annotated[int, typer.Argument(parser=_schedule_id, metavar="ID",
+                                           show_default=False, help="The schedule id.")]
+
+
+@_command(schedule_app, "add", "fizz schedule add Fizz --every 5m",
+          "fizz schedule add Buzz --cron '30 2 * * *' --tz Europe/Paris",
+          "fizz schedule add FizzBuzz --cron '*/15 9-17 * * MON-FRI' --tz America/New_York",
+          "fizz schedule add Fizz --every 1h30m --start 2030-01-01T00:00:00Z --end +52w",
+          "fizz schedule add Buzz --cron @daily --catch-up all --max-catch-up 7",
+          "fizz schedule add Fizz --every 10s --catch-up none --json")
+def schedule_add(
+    task_type: Annotated[TaskType, typer.Argument(
+        metavar="TYPE", parser=TaskType.parse, show_default=False,
+        help="Fizz, Buzz or FizzBuzz (any case): the task each occurrence adds.")],
+    every: Annotated[Optional[str], typer.Option(
+        "--every", metavar="DURATION",
+        help="Real time from --start: 90s, 5m, 1h30m, 1d, 2w (units w, d, h, m, s; from 1s "
+             "to 3650d). Time zones and daylight saving never move it.")] = None,
+    cron: Annotated[Optional[str], typer.Option(
+        "--cron", metavar="EXPR",
+        help="5 fields (minute hour day-of-month month day-of-week) with names (JAN, MON), "
+             "ranges, lists and steps, or @hourly, @daily, @weekly, @monthly, @yearly; read "
+             "on the --tz wall clock, daylight saving as Debian's cron does it.")] = None,
+    tz: Annotated[Optional[str], typer.Option(
+        "--tz", metavar="ZONE",
+        help="IANA time zone such as Europe/Paris or America/New_York. [default: UTC]")]
+    = None,
+    start: Annotated[Optional[str], typer.Option(
+        "--start", metavar="TIME",
+        help=f"No occurrence before; anchors --every. Default: now. {TIME_HELP}.")] = None,
+    end: Annotated[Optional[str], typer.Option(
+        "--end", metavar="TIME", help="No occurrence after (the same forms as --start).")]
+    = None,
+    catch_up: Annotated[Optional[str], typer.Option(
+        "--catch-up", metavar="POLICY",
+        help="The occurrences missed while no worker ran: latest (the most recent runs "
+             "once), all (every one, in order, at most --max-catch-up) or none. "
+             "[default: latest]")] = None,
+    max_catch_up: Annotated[Optional[str], typer.Option(
+        "--max-catch-up", metavar="N",
+        help="With --catch-up all: the most recent N missed occurrences run, from 1 to "
+             "10000. [default: 100]")] = None,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Add a schedule and print its id (with --json, the schedule).
+
+    Give one rule: --every or --cron. Each occurrence becomes an ordinary task (fizz list
+    shows its schedule), which workers run on time and once; every fizz work and fizz serve
+    keeps the next occurrence in the table ahead of its time.
+    """
+    from fizzbuzz_cli.recurrence import CatchUp, parse_schedule_spec
+
+    if (every is None) == (cron is None):
+        raise BadInput("give one rule: --every DURATION (such as 5m) or --cron EXPR (such as "
+                       "'30 2 * * *'), not both")
+    spec = parse_schedule_spec(task_type.value, every=every, cron=cron, tz=tz, start=start,
+                               end=end, catch_up=catch_up, max_catch_up=max_catch_up)
+    if max_catch_up is not None and spec.catch_up is not CatchUp.ALL:
+        raise BadInput("--max-catch-up goes with --catch-up all")
+    from fizzbuzz_cli import database, schedules
+
+    with database.opened(database_url) as conn:
+        created = schedules.create_schedule(conn, spec)
+    print(json.dumps(created.to_json(_now())) if as_json else created.id)
+
+
+@_command(schedule_app, "list", "fizz schedule list", "fizz schedule list --json")
+def schedule_list(as_json: AsJson = False, database_url: DatabaseUrl = None,
+                  verbose: Verbose = 0, quiet: Quiet = False) -> None:
+    """List the schedules and their next occurrence.
+
+    In id order; deleted schedules are not listed.
+    """
+    from fizzbuzz_cli import database, schedules
+
+    with database.opened(database_url) as conn:
+        found = schedules.list_schedules(conn)
+    now = _now()
+    rows = [schedule.to_json(now) for schedule in found]
+    if as_json:
+        _write_json_array(rows)
+        return
+    if not rows:
+        print("No schedules.")
+        return
+    table = [("ID", "TYPE", "RULE", "TZ", "CATCH-UP", "STATE", "NEXT")]
+    for schedule, row in zip(found, rows, strict=True):
+        policy = row["catch_up"] + (f" {row['max_catch_up']}" if row["catch_up"] == "all"
+                                    else "")
+        table.append((str(row["id"]), row["type"], schedule.rule.describe(), row["tz"], policy,
+                      row["state"], row["next"] or "-"))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = ["  ".join([line[0].rjust(widths[0]),
+                        *(cell.ljust(width) for cell, width in zip(line[1:-1], widths[1:-1],
+                                                                    strict=True)),
+                        line[-1]])
+             for line in table]
+    console = _stdout_console()
+    if console:
+        console.print(f"[bold]{_escape(lines[0])}[/]\n" + _escape("\n".join(lines[1:])))
+    else:
+        print("\n".join(lines))
+
+
+@_command(schedule_app, "show", "fizz schedule show 1", "fizz schedule show 1 --next 20",
+          "fizz schedule show 1 --json")
+def schedule_show(
+    schedule_id: ScheduleId,
+    count: Annotated[int, typer.Option(
+        "--next", "-n", metavar="N", parser=_whole_number("--next", 0, NEXT_MAX),
+        help="How many of the next occurrences to show, in UTC and on the zone's wall "
+             "clock.")] = 5,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Show one schedule and its next occurrences.
+
+    The times are in UTC and on the zone's wall clock, so that a rule can be checked across
+    a daylight-saving change before it matters. A paused schedule shows the occurrences it
+    would have if resumed now.
+    """
+    from fizzbuzz_cli import database, schedules
+
+    with database.opened(database_url) as conn:
+        schedule = schedules.get_schedule(conn, schedule_id)
+    now = _now()
+    times = schedule.upcoming(count, now)
+    if as_json:
+        upcoming = [schedules.occurrence_json(when, schedule.zone) for when in times]
+        print(json.dumps({**schedule.to_json(now), "upcoming": upcoming}))
+        return
+    from fizzbuzz_cli.recurrence import format_local
+
+    notes = []
+    if count:
+        title = "next occurrences" if schedule.state != "paused" else (
+            "next occurrences if resumed now")
+        notes = ["", f"{title} (UTC, then {schedule.zone.key}):" if times else
+                 f"{title}: none (the schedule has ended)"]
+        notes += [f"  {format_time(when)}  {format_local(when, schedule.zone)}"
+                  for when in times]
+    _write_schedule(schedule.to_json(now), notes)
+
+
+@_command(schedule_app, "pause", "fizz schedule pause 1", "fizz schedule pause 1 --json")
+def schedule_pause(schedule_id: ScheduleId, as_json: AsJson = False,
+                   database_url: DatabaseUrl = None, verbose: Verbose = 0,
+                   quiet: Quiet = False) -> None:
+    """Pause a schedule and print it.
+
+    No more occurrences until it is resumed. Its occurrences that have not started are
+    removed (a worker holding one drops it); a task already running finishes.
+    """
+    _change_schedule("pause_schedule", schedule_id, as_json, database_url)
+
+
+@_command(schedule_app, "resume", "fizz schedule resume 1")
+def schedule_resume(schedule_id: ScheduleId, as_json: AsJson = False,
+                    database_url: DatabaseUrl = None, verbose: Verbose = 0,
+                    quiet: Quiet = False) -> None:
+    """Resume a paused schedule and print it.
+
+    It carries on from its first occurrence at or after now; what fell in the pause is not
+    caught up.
+    """
+    _change_schedule("resume_schedule", schedule_id, as_json, database_url)
+
+
+@_command(schedule_app, "delete", "fizz schedule delete 1", "fizz schedule delete 1 --json")
+def schedule_delete(schedule_id: ScheduleId, as_json: AsJson = False,
+                    database_url: DatabaseUrl = None, verbose: Verbose = 0,
+                    quiet: Quiet = False) -> None:
+    """Delete a schedule and print it.
+
+    Its occurrences that have not started are removed; its history stays: the tasks that
+    ran keep their schedule id (fizz show says which schedule they came from).
+    """
+    _change_schedule("delete_schedule", schedule_id, as_json, database_url)
+
+
+def _change_schedule(operation: str, schedule_id: int, as_json: bool,
+                     database_url: str | None) -> None:
+    from fizzbuzz_cli import database, schedules
+
+    with database.opened(database_url) as conn:
+        schedule = getattr(schedules, operation)(conn, schedule_id)
+    data = schedule.to_json(_now())
+    if as_json:
+        print(json.dumps(data))
+    else:
+        _write_schedule(data)
+
+
+def _write_schedule(data: dict[str, Any], notes: list[str] | None = None) -> None:
+    """A schedule as `field  value` lines (the rule it does not have left out), then the
+    notes' lines; field names in bold on a terminal."""
+    fields = [(f"{key:<12}", "-" if value is None else str(value))
+              for key, value in data.items()
+              if not (key in ("every", "cron") and value is None)]
+    console = _stdout_console()
+    if console is None:
+        print("\n".join([f"{key}  {value}" for key, value in fields] + (notes or [])))
+        return
+    console.print("\n".join([f"[bold]{key}[/]  {_escape(value)}" for key, value in fields]
+                            + [_escape(line) for line in notes or []]))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _now() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from fizzbuzz_cli.errors import (
     WrongState,
     brief,
 )
-from fizzbuzz_cli.tasks import Status, Task, TaskType
+from fizzbuzz_cli.tasks import STATUSES_BY_NAME, TYPES_BY_NAME, Status, Task, TaskType
 
 SCHEMA_SQL = resources.files("fizzbuzz_cli").joinpath("schema.sql").read_text()
 SCHEMA_VERSION = int(re.search(r"fizz schema version: (\d+)", SCHEMA_SQL).group(1))  # type: ignore[union-attr]
@@ -42,7 +42,8 @@ _SCHEMA_LOCK = 0x66697A7A  # advisory lock key ("fizz") that serialises concurre
 
 # ------------------------------------------------------------------------------ queries
 
-_TASK_COLUMNS = "id, tasktype, status, time, created_at, claimed_at, completed_at, worker, attempts"
+_TASK_COLUMNS = ("id, tasktype, status, time, created_at, claimed_at, completed_at, worker, "
+                 "attempts, schedule_id, occurrence")
 
 INSERT_TASK = f"""
     INSERT INTO tasks (tasktype, status, time) VALUES (%s, 'Waiting', %s)
@@ -256,7 +257,8 @@ def ensure_schema(conn: psycopg.Connection) -> None:
 
 def _task_row(cursor: psycopg.Cursor) -> Callable[[tuple], Task]:  # type: ignore[type-arg]
     def make(row: tuple) -> Task:  # type: ignore[type-arg]
-        return Task(row[0], TaskType(row[1]), Status(row[2]), *row[3:])
+        # (dictionaries, not the enums' own lookups: twice as fast, for a million rows)
+        return Task(row[0], TYPES_BY_NAME[row[1]], STATUSES_BY_NAME[row[2]], *row[3:])
 
     return make
 

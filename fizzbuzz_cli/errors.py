@@ -76,10 +76,10 @@ class EmbeddedServerError(FizzError):
 
 
 class ScheduleNotFound(FizzError):
-    """No schedule has this id (or it was deleted)."""
+    """No schedule has this id (or it was deleted: `message` says when)."""
 
     http_status = 404
 
-    def __init__(self, schedule_id: int) -> None:
-        super().__init__(f"schedule {schedule_id} not found")
+    def __init__(self, schedule_id: int, message: str | None = None) -> None:
+        super().__init__(message or f"schedule {schedule_id} not found")
         self.schedule_id = schedule_id

@@ -222,6 +222,10 @@ def spec(token: bool = False, max_body: int = 65536,
                         "completed_at": _NULLABLE_TIME,
                         "worker": {"type": "string", "nullable": True},
                         "attempts": {"type": "integer", "minimum": 0},
+                        "schedule_id": {"type": "integer", "minimum": 1, "nullable": True,
+                                        "description": "The schedule it came from, if any."},
+                        "occurrence": {**_NULLABLE_TIME,
+                                       "description": "The schedule's occurrence it runs."},
                     },
                 },
                 "Error": {
@@ -267,8 +271,137 @@ def spec(token: bool = False, max_body: int = 65536,
             },
         },
     }
+    document["paths"].update(_schedule_paths(auth, max_body))
+    document["components"]["schemas"].update(_SCHEDULE_SCHEMAS)
     if auth:
         document["components"]["securitySchemes"] = {
             "bearerAuth": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearerAuth": []}]
     return document
+
+
+# ---------------------------------------------------------------------------- schedules
+
+_SCHEDULE_ID = {
+    "name": "id", "in": "path", "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TASK_ID},
+    "description": "The schedule id (a positive 32-bit integer).",
+}
+_TYPE_ANY_CASE = {"type": "string", "pattern": _ANY_CASE["filters.type"],
+                  "description": "Fizz, Buzz or FizzBuzz, any case.", "example": "Fizz"}
+_TEXT = {"type": "string", "nullable": True}
+_WHEN = {**_TEXT, "description": "RFC 3339 (no offset means UTC), 'now', or relative "
+                                 "such as +1h.", "example": "2030-01-01T00:00:00Z"}
+
+
+def _schedule_paths(auth: bool, max_body: int) -> dict[str, Any]:
+    found = {"400": _error("The id is not a positive 32-bit integer."),
+             "404": _error("No schedule has this id (or it was deleted).")}
+    return {
+        "/schedules": {
+            "post": _operation("Add a schedule (recurring tasks)", {
+                "201": {**_json(_ref("Schedule"), "The new schedule."),
+                        "headers": {"Location": {"schema": {"type": "string"},
+                                                 "description": "/schedules/<id>"}}},
+                "400": _error("Bad JSON; a bad type, rule, time zone, time or policy; an "
+                              "end before the start, or one that has passed."),
+                "411": _error("No Content-Length (chunked bodies are not accepted)."),
+                "413": _error(f"The body is larger than {max_body} bytes."),
+                "415": _error("The body is not JSON."),
+            }, auth=auth, operationId="createSchedule", requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("NewSchedule")}},
+            }),
+            "get": _operation("List the schedules (deleted ones aside), in id order", {
+                "200": _json({"type": "array", "items": _ref("Schedule")}, "The schedules."),
+            }, auth=auth, operationId="listSchedules"),
+        },
+        "/schedules/{id}": {
+            "get": _operation("Get one schedule and its next occurrences", {
+                "200": _json(_ref("Schedule"), "The schedule, with `upcoming`."),
+                "400": _error("The id, or next, is not valid."),
+                "404": found["404"],
+            }, auth=auth, operationId="getSchedule", parameters=[
+                {"name": "next", "in": "query", "required": False,
+                 "description": "How many of the next occurrences to give (default 5).",
+                 "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
+            ]),
+            "delete": _operation("Delete a schedule (its history stays)", {
+                "200": _json(_ref("Schedule"), "The schedule, now deleted."), **found,
+            }, auth=auth, operationId="deleteSchedule"),
+            "parameters": [_SCHEDULE_ID],
+        },
+        "/schedules/{id}/pause": {
+            "post": _operation("Pause a schedule", {
+                "200": _json(_ref("Schedule"), "The schedule, now paused."), **found,
+            }, auth=auth, operationId="pauseSchedule"),
+            "parameters": [_SCHEDULE_ID],
+        },
+        "/schedules/{id}/resume": {
+            "post": _operation("Resume a paused schedule from now", {
+                "200": _json(_ref("Schedule"), "The schedule, active again."), **found,
+            }, auth=auth, operationId="resumeSchedule"),
+            "parameters": [_SCHEDULE_ID],
+        },
+    }
+
+
+_SCHEDULE_SCHEMAS: dict[str, Any] = {
+    "NewSchedule": {
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": False,
+        "properties": {
+            "type": _TYPE_ANY_CASE,
+            "every": {**_TEXT, "description": "Real time from start: 90s, 5m, 1h30m, 1d, 2w "
+                                              "(1s to 3650d).", "example": "5m"},
+            "cron": {**_TEXT, "description": "5 fields, or @hourly, @daily, @weekly, "
+                                             "@monthly, @yearly; read on the tz wall clock.",
+                     "example": "30 2 * * *"},
+            "tz": {**_TEXT, "description": "IANA time zone (default UTC).",
+                   "example": "Europe/Paris"},
+            "start": {**_WHEN, "description": "No occurrence before (default now); anchors "
+                                              "every. " + _WHEN["description"]},
+            "end": {**_WHEN, "description": "No occurrence after. " + _WHEN["description"]},
+            "catch_up": {**_TEXT, "pattern": "^([Ll][Aa][Tt][Ee][Ss][Tt]|[Aa][Ll][Ll]"
+                                             "|[Nn][Oo][Nn][Ee])$",
+                         "description": "latest (default), all or none."},
+            "max_catch_up": {"type": "integer", "minimum": 1, "maximum": 10000,
+                             "nullable": True, "description": "With catch_up all (default "
+                                                              "100)."},
+        },
+        # Exactly one rule: every or cron (the other absent or null).
+        "oneOf": [
+            {"required": ["every"], "properties": {"every": {"type": "string"}}},
+            {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+        ],
+    },
+    "Schedule": {
+        "type": "object",
+        "required": ["id", "type", "every", "cron", "tz", "start", "end", "catch_up",
+                     "max_catch_up", "state", "created_at", "next"],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1, "maximum": MAX_TASK_ID},
+            "type": _TYPE,
+            "every": {"type": "string", "nullable": True},
+            "cron": {"type": "string", "nullable": True},
+            "tz": {"type": "string"},
+            "start": {"type": "string", "format": "date-time"},
+            "end": _NULLABLE_TIME,
+            "catch_up": {"type": "string", "enum": ["latest", "all", "none"]},
+            "max_catch_up": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "state": {"type": "string", "enum": ["active", "paused", "finished", "deleted"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "next": {**_NULLABLE_TIME, "description": "The next occurrence (active only)."},
+            "upcoming": {
+                "type": "array",
+                "description": "The next occurrences (GET /schedules/{id} only).",
+                "items": {"type": "object", "required": ["time", "local"], "properties": {
+                    "time": {"type": "string", "format": "date-time"},
+                    "local": {"type": "string", "format": "date-time",
+                              "description": "On the zone's wall clock, with its offset."},
+                }},
+            },
+        },
+    },
+}

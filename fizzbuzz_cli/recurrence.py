@@ -87,7 +87,7 @@ class CatchUp(str, Enum):
         for policy in cls:
             if policy.value == str(text).strip().lower():
                 return policy
-        raise BadInput(f"unknown catch-up policy {text!r}: use one of {choices(cls)}")
+        raise BadInput(f"unknown catch-up policy {_shown(text)}: use one of {choices(cls)}")
 
 
 _MACROS = {
@@ -113,8 +113,12 @@ _NAMES = {
     "month": {"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"},
     "day-of-week": {"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"},
 }
-_EVERY = re.compile(r"(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*"
+# Each part takes the spaces that follow it, so that no two quantifiers compete for the same
+# spaces: the match takes linear time, whatever the text (adjacent \s* would backtrack
+# polynomially on a line of spaces).
+_EVERY = re.compile(r"(?:(\d+)\s*w\s*)?(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*)?(?:(\d+)\s*m\s*)?"
                     r"(?:(\d+)\s*s)?")
+MAX_RULE_LENGTH = 1000  # characters of a rule, a zone or a policy: beyond, surely not one
 _EVERY_UNITS = (604800, 86400, 3600, 60, 1)
 
 
@@ -140,6 +144,8 @@ class Rule:
 def parse_every(text: str) -> Rule:
     """``90s``, ``5m``, ``1h30m``, ``1d``, ``2w``: whole units, largest first, at least 1 s."""
     raw = str(text).strip().lower()
+    if len(raw) > 40:  # '9999w 9999d 9999h 9999m 9999s' is 29
+        raise BadInput(f"invalid interval {_shown(text)}: {EVERY_HELP}")
     match = _EVERY.fullmatch(raw) if raw else None
     if match is None or not any(match.groups()):
         raise BadInput(f"invalid interval {text!r}: {EVERY_HELP}")
@@ -148,6 +154,12 @@ def parse_every(text: str) -> Rule:
         raise BadInput(f"invalid interval {text!r}: it must be from 1s to "
                        f"{EVERY_MAX.days}d")
     return Rule(RuleKind.EVERY, format_interval(seconds), interval=timedelta(seconds=seconds))
+
+
+def _shown(text: str) -> str:
+    """A text for an error message: as it is, or its start and its length if it is long."""
+    text = str(text)
+    return repr(text) if len(text) <= 60 else f"{text[:30]!r}... ({len(text)} characters)"
 
 
 def format_interval(seconds: int) -> str:
@@ -163,6 +175,8 @@ def format_interval(seconds: int) -> str:
 def parse_cron(text: str) -> Rule:
     """Debian's 5-field grammar: numbers, names (JAN, MON), ranges, lists, steps, and the
     @ macros; cronsim reads it and tells which field is wrong."""
+    if len(str(text)) > MAX_RULE_LENGTH:
+        raise BadInput(f"invalid cron expression {_shown(text)}: {CRON_HELP}")
     raw = " ".join(str(text).split())
     if not raw:
         raise BadInput(f"empty cron expression: {CRON_HELP}")
@@ -226,6 +240,7 @@ def _day_field_alone_is_valid(part: str) -> bool:
 
 
 _HOST_ZONES = {"localtime", "posixrules"}  # files in zoneinfo folders, not IANA zones
+_VARIANT_FOLDERS = {"posix", "right"}  # folders of copies of the zones in some tz packages
 
 
 def parse_zone(name: str) -> zoneinfo.ZoneInfo:
@@ -233,19 +248,35 @@ def parse_zone(name: str) -> zoneinfo.ZoneInfo:
     raw = str(name).strip()
     if not raw:
         raise BadInput(f"empty time zone: {TZ_HELP}")
+    if len(raw) > 100:  # the longest IANA name has 32 characters
+        raise BadInput(f"unknown time zone {_shown(raw)}: {TZ_HELP}")
     if raw.lower() in _HOST_ZONES:
         raise BadInput(f"time zone {raw!r} means whatever each host is set to: {TZ_HELP}")
+    variant, _, plain = raw.partition("/")
+    if variant.lower() in _VARIANT_FOLDERS and plain:
+        # posix/ repeats the zones; right/ counts leap seconds, which zoneinfo cannot read.
+        # Neither exists where zones come from the tzdata package: other hosts could not read
+        # the schedule.
+        raise BadInput(f"time zone {raw!r} is a copy kept by this host's tz files: use "
+                       f"{plain!r}")
     try:
         return zoneinfo.ZoneInfo(raw)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):
         pass
-    known = zoneinfo.available_timezones()
+    known = _known_zones()
     by_lower = {key.lower(): key for key in known}
     if raw.lower() in by_lower:  # 'europe/paris' on a case-sensitive file system
         return zoneinfo.ZoneInfo(by_lower[raw.lower()])
     close = difflib.get_close_matches(raw, known, n=1, cutoff=0.8)
     hint = f": did you mean {close[0]!r}?" if close else f": {TZ_HELP}"
     raise BadInput(f"unknown time zone {raw!r}{hint}")
+
+
+@lru_cache(maxsize=1)
+def _known_zones() -> frozenset[str]:
+    """Every zone name this host knows; read once (a walk of the zoneinfo folders, some
+    10 to 30 ms: fizz serve answers a misspelt zone without paying it each time)."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 class Jump(NamedTuple):
@@ -531,7 +562,8 @@ def parse_schedule_id(text: str) -> int:
     """A schedule id as people and URLs write it: ASCII digits, 1 to 2^31 - 1 (int4)."""
     raw = str(text)
     if not re.fullmatch(r"[0-9]{1,10}", raw) or not 1 <= int(raw) <= MAX_TASK_ID:
-        raise BadInput(f"invalid schedule id {raw!r}: use a whole number from 1 to {MAX_TASK_ID}")
+        raise BadInput(f"invalid schedule id {_shown(raw)}: use a whole number from 1 to "
+                       f"{MAX_TASK_ID}")
     return int(raw)
 
 
@@ -539,7 +571,9 @@ def parse_max_catch_up(value: Any) -> int:
     text = str(value).strip()
     if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,6}", text) or not (
             1 <= int(text) <= MAX_CATCH_UP_LIMIT):
-        raise BadInput(f"invalid max catch-up {value!r}: use a whole number from 1 to "
+        shown = (_shown(value) if isinstance(value, str) else text if len(text) <= 30
+                 else f"{text[:30]}... ({len(text)} digits)")
+        raise BadInput(f"invalid max catch-up {shown}: use a whole number from 1 to "
                        f"{MAX_CATCH_UP_LIMIT}")
     return int(text)
 

@@ -1,8 +1,12 @@
 """Schedules in the database, and the materialiser that turns their occurrences into tasks.
 
 Functions take an open psycopg connection in autocommit mode, as db.py's do, and open their
-own transactions. Nothing here keeps state between calls, so any number of threads and
-processes may call any of them at once (each with its own connection):
+own transactions. Each operation on schedules is written once, as *steps*: a generator that
+yields its statements (`Sql`) and is sent their answers (`Answer`), deciding between them.
+`perform` runs steps on a connection; `fizz serve` runs the same steps on its async pool
+(fizzbuzz_cli.server.database), so the CLI and the HTTP API share every decision. Nothing here
+keeps state between calls, so any number of threads and processes may call any of them at
+once (each with its own connection):
 
 - Each occurrence becomes an ordinary task (``schedule_id``, ``occurrence``), so workers run
   it with every guarantee they give any task. The partial unique index on
@@ -24,12 +28,12 @@ from __future__ import annotations
 
 import logging
 import zoneinfo
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
-from psycopg.rows import RowFactory
 
 from fizzbuzz_cli.errors import BadInput, ScheduleNotFound
 from fizzbuzz_cli.recurrence import (
@@ -67,16 +71,20 @@ INSERT_SCHEDULE = f"""
 # Deleted schedules are left out of every listing; they stay only for their tasks' history.
 LIST_SCHEDULES = f"SELECT {_COLUMNS} FROM fizz_schedules WHERE deleted_at IS NULL ORDER BY id"
 
-# A deleted schedule is found only when asked for (a task's history may point to it).
-GET_SCHEDULE = f"""
+# One page of the listing after the last id sent (fizz serve holds no connection between pages).
+LIST_SCHEDULES_PAGE = f"""
     SELECT {_COLUMNS} FROM fizz_schedules
-    WHERE id = %(id)s AND (deleted_at IS NULL OR %(deleted)s)"""
+    WHERE deleted_at IS NULL AND id > %(after)s
+    ORDER BY id
+    LIMIT %(limit)s"""
+
+# Deleted schedules too: a task's history may point to one (and "not found" says when it
+# was deleted).
+GET_SCHEDULE = f"SELECT {_COLUMNS} FROM fizz_schedules WHERE id = %s"
 
 # Pause, resume and delete take the row first: a materialiser inserting this schedule's
 # tasks holds it, so they wait for it, and their next statements see what it inserted.
-LOCK_SCHEDULE = f"""
-    SELECT {_COLUMNS} FROM fizz_schedules WHERE id = %s AND deleted_at IS NULL
-    FOR NO KEY UPDATE"""
+LOCK_SCHEDULE = f"SELECT {_COLUMNS} FROM fizz_schedules WHERE id = %s FOR NO KEY UPDATE"
 
 # Paused: the materialiser's work list leaves it out.
 PAUSE_SCHEDULE = f"UPDATE fizz_schedules SET paused = true WHERE id = %s RETURNING {_COLUMNS}"
@@ -171,6 +179,12 @@ class Schedule:
             return "paused"
         return "finished" if self.next_at is None else "active"
 
+    def upcoming(self, count: int, now: datetime) -> list[datetime]:
+        """The next `count` occurrences at or after `now`: those that will run, for an active
+        schedule; those that would if it were resumed now, for a paused one; none once it
+        is deleted."""
+        return [] if self.deleted_at is not None else self.recurrence.upcoming(count, now)
+
     def to_json(self, now: datetime | None = None) -> dict[str, Any]:
         """The JSON shape shared by the CLI and the HTTP API; `next` (the first occurrence at
         or after `now`) only for an active schedule and a given `now`."""
@@ -203,124 +217,190 @@ def schedule_from_row(row: tuple) -> Schedule:  # type: ignore[type-arg]
                     end, CatchUp(catch_up), cap, paused, created, deleted, next_at, last)
 
 
-def _schedule_row(cursor: psycopg.Cursor) -> Any:  # type: ignore[type-arg]
-    return schedule_from_row
+def occurrence_json(instant: datetime, zone: zoneinfo.ZoneInfo) -> dict[str, str]:
+    """An occurrence for `fizz schedule show --json` and GET /schedules/<id>: UTC with Z, and
+    the zone's wall clock in RFC 3339 with its offset."""
+    return {"time": format_time(instant), "local": instant.astimezone(zone).isoformat()}
 
 
-SCHEDULE_ROW: RowFactory[Schedule] = _schedule_row
+# ------------------------------------------------------------------------------ steps
+
+T = TypeVar("T")
+
+
+class Sql(NamedTuple):
+    """One statement of an operation's steps."""
+
+    query: str
+    params: Any = None
+
+
+class Answer(NamedTuple):
+    """What a statement gave back: its rows (none for a statement without a result) and the
+    number of rows it touched."""
+
+    rows: list[tuple]  # type: ignore[type-arg]
+    count: int
+
+
+Steps = Generator[Sql, Answer, T]
+
+
+def perform(conn: psycopg.Connection, steps: Steps[T]) -> T:
+    """Run an operation's steps on `conn`, in the caller's transaction (or in autocommit);
+    returns what the steps return. (fizz serve's async twin: server.database.perform.)"""
+    answer: Answer | None = None
+    try:
+        while True:
+            statement = steps.send(answer)  # type: ignore[arg-type]
+            cur = conn.execute(statement.query, statement.params)
+            answer = Answer(cur.fetchall() if cur.description else [], cur.rowcount)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def transact(conn: psycopg.Connection, steps: Steps[T]) -> T:
+    """Run an operation's steps in a transaction of their own."""
+    with conn.transaction():
+        return perform(conn, steps)
 
 
 def database_now(conn: psycopg.Connection) -> datetime:
     """The database's clock: every materialiser reads the same one, on any host."""
-    row = conn.execute(CLOCK).fetchone()
-    assert row is not None
-    return row[0]
+    return perform(conn, _clock())
 
 
-def create_schedule(conn: psycopg.Connection, spec: ScheduleSpec,
-                    now: datetime | None = None) -> Schedule:
-    """Add a schedule and materialise its first occurrences, in one transaction. Its first
-    occurrence is the first at or after both its start and now (less CREATE_GRACE: a start
-    of "now" read by the client a few milliseconds before the database's now is the first
-    occurrence): the time before it was created was not missed. BadInput (and nothing
-    added) if it would never run."""
-    with conn.transaction():
-        now = now or database_now(conn)
-        first = spec.recurrence.next_after(now - timedelta(seconds=CREATE_GRACE),
-                                           inclusive=True)
-        if first is None:
-            raise BadInput(f"the schedule would never run: its end, {format_time(spec.end)}, "
-                           "has passed" if spec.end is not None else
-                           "the schedule would never run: it has no occurrence after now")
-        params = {
-            "type": spec.task_type.value, "kind": spec.rule.kind.value, "rule": spec.rule.text,
-            "tz": spec.zone.key, "start": spec.start, "end": spec.end,
-            "catch_up": spec.catch_up.value, "max_catch_up": spec.max_catch_up, "now": now,
-        }
-        with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
-            created = cur.execute(INSERT_SCHEDULE, params).fetchone()
-        assert created is not None
-        # A first occurrence inside the grace is the first one, not a missed one.
-        _apply(conn, [_plan(created, first, min(now, first), MATERIALISE_AHEAD)])
-        conn.execute(NOTIFY_SCHEDULES, [created.id])
-        return get_schedule(conn, created.id)
+def _clock() -> Steps[datetime]:
+    return (yield Sql(CLOCK)).rows[0][0]  # type: ignore[no-any-return]
 
 
-def list_schedules(conn: psycopg.Connection) -> list[Schedule]:
-    with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
-        return cur.execute(LIST_SCHEDULES).fetchall()
+def create_steps(spec: ScheduleSpec, now: datetime | None = None) -> Steps[Schedule]:
+    """Add a schedule and materialise its first occurrences (to be run in one transaction).
+    Its first occurrence is the first at or after both its start and now (less CREATE_GRACE:
+    a start of "now" read by the client a few milliseconds before the database's now is the
+    first occurrence): the time before it was created was not missed. BadInput (and nothing
+    added) if it would never run. `now` defaults to the database's clock."""
+    if now is None:
+        now = yield from _clock()
+    first = spec.recurrence.next_after(now - timedelta(seconds=CREATE_GRACE), inclusive=True)
+    if first is None:
+        raise BadInput(f"the schedule would never run: its end, {format_time(spec.end)}, "
+                       "has passed" if spec.end is not None else
+                       "the schedule would never run: it has no occurrence after now")
+    params = {
+        "type": spec.task_type.value, "kind": spec.rule.kind.value, "rule": spec.rule.text,
+        "tz": spec.zone.key, "start": spec.start, "end": spec.end,
+        "catch_up": spec.catch_up.value, "max_catch_up": spec.max_catch_up, "now": now,
+    }
+    created = schedule_from_row((yield Sql(INSERT_SCHEDULE, params)).rows[0])
+    # A first occurrence inside the grace is the first one, not a missed one.
+    yield from _apply_steps([_plan(created, first, min(now, first), MATERIALISE_AHEAD)])
+    yield Sql(NOTIFY_SCHEDULES, [created.id])
+    return (yield from get_steps(created.id))
 
 
-def get_schedule(conn: psycopg.Connection, schedule_id: int,
-                 include_deleted: bool = False) -> Schedule:
+def list_steps() -> Steps[list[Schedule]]:
+    """Every schedule that is not deleted, in id order."""
+    return [schedule_from_row(row) for row in (yield Sql(LIST_SCHEDULES)).rows]
+
+
+def list_page_steps(after: int, limit: int) -> Steps[list[Schedule]]:
+    """Up to `limit` schedules (not deleted) with ids above `after`, in id order."""
+    answer = yield Sql(LIST_SCHEDULES_PAGE, {"after": after, "limit": limit})
+    return [schedule_from_row(row) for row in answer.rows]
+
+
+def get_steps(schedule_id: int, include_deleted: bool = False) -> Steps[Schedule]:
     """One schedule; ScheduleNotFound if there is none (or it was deleted, unless
     include_deleted: a task's history may point to a deleted schedule)."""
-    with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
-        found = cur.execute(GET_SCHEDULE, {"id": schedule_id,
-                                           "deleted": include_deleted}).fetchone()
-    if found is None:
-        raise ScheduleNotFound(schedule_id)
-    return found
+    answer = yield Sql(GET_SCHEDULE, [schedule_id])
+    return _found(answer, schedule_id, include_deleted)
 
 
-def pause_schedule(conn: psycopg.Connection, schedule_id: int) -> Schedule:
-    """Stop materialising, and remove the occurrences that have not started. Pausing a
-    paused schedule changes nothing."""
-    with conn.transaction():
-        _lock(conn, schedule_id)
-        with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
-            paused = cur.execute(PAUSE_SCHEDULE, [schedule_id]).fetchone()
-        assert paused is not None
-        removed = _remove_unstarted(conn, schedule_id)
-        conn.execute(NOTIFY_SCHEDULES, [schedule_id])
+def pause_steps(schedule_id: int) -> Steps[Schedule]:
+    """Stop materialising, and remove the occurrences that have not started (to be run in
+    one transaction). Pausing a paused schedule changes nothing."""
+    yield from _lock(schedule_id)
+    paused = schedule_from_row((yield Sql(PAUSE_SCHEDULE, [schedule_id])).rows[0])
+    removed = (yield Sql(DELETE_UNSTARTED, [schedule_id])).count
+    yield Sql(NOTIFY_SCHEDULES, [schedule_id])
     log.info("schedule %d paused; %d task(s) not yet started removed", schedule_id, removed)
     return paused
 
 
-def resume_schedule(conn: psycopg.Connection, schedule_id: int,
-                    now: datetime | None = None) -> Schedule:
-    """Carry on from the first occurrence at or after now; what fell in the pause is not
-    caught up (pausing is skipping on purpose). Resuming an active schedule changes nothing."""
-    with conn.transaction():
-        current = _lock(conn, schedule_id)
-        if not current.paused:
-            return current
-        now = now or database_now(conn)
-        first = current.recurrence.next_after(now, inclusive=True)
-        with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
-            resumed = cur.execute(RESUME_SCHEDULE, [schedule_id]).fetchone()
-        assert resumed is not None
-        _apply(conn, [_plan(resumed, first, now, MATERIALISE_AHEAD)])
-        conn.execute(NOTIFY_SCHEDULES, [schedule_id])
-        return get_schedule(conn, schedule_id)
+def resume_steps(schedule_id: int, now: datetime | None = None) -> Steps[Schedule]:
+    """Carry on from the first occurrence at or after now (to be run in one transaction);
+    what fell in the pause is not caught up (pausing is skipping on purpose). Resuming an
+    active schedule changes nothing."""
+    current = yield from _lock(schedule_id)
+    if not current.paused:
+        return current
+    if now is None:
+        now = yield from _clock()
+    first = current.recurrence.next_after(now, inclusive=True)
+    resumed = schedule_from_row((yield Sql(RESUME_SCHEDULE, [schedule_id])).rows[0])
+    yield from _apply_steps([_plan(resumed, first, now, MATERIALISE_AHEAD)])
+    yield Sql(NOTIFY_SCHEDULES, [schedule_id])
+    return (yield from get_steps(schedule_id))
 
 
-def delete_schedule(conn: psycopg.Connection, schedule_id: int) -> Schedule:
-    """Delete a schedule: no occurrence is materialised any more, and those that have not
-    started are removed. Its history stays: tasks that ran (or are running) keep their
-    schedule_id, and the schedule's row stays, marked deleted, so that they can still say
-    which schedule they came from. Returns the deleted schedule."""
-    with conn.transaction():
-        _lock(conn, schedule_id)
-        with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
-            deleted = cur.execute(DELETE_SCHEDULE, [schedule_id]).fetchone()
-        assert deleted is not None
-        removed = _remove_unstarted(conn, schedule_id)
-        conn.execute(NOTIFY_SCHEDULES, [schedule_id])
+def delete_steps(schedule_id: int) -> Steps[Schedule]:
+    """Delete a schedule (to be run in one transaction): no occurrence is materialised any
+    more, and those that have not started are removed. Its history stays: tasks that ran (or
+    are running) keep their schedule_id, and the schedule's row stays, marked deleted, so
+    that they can still say which schedule they came from. Returns the deleted schedule."""
+    yield from _lock(schedule_id)
+    deleted = schedule_from_row((yield Sql(DELETE_SCHEDULE, [schedule_id])).rows[0])
+    removed = (yield Sql(DELETE_UNSTARTED, [schedule_id])).count
+    yield Sql(NOTIFY_SCHEDULES, [schedule_id])
     log.info("schedule %d deleted; %d task(s) not yet started removed", schedule_id, removed)
     return deleted
 
 
-def _lock(conn: psycopg.Connection, schedule_id: int) -> Schedule:
-    with conn.cursor(row_factory=SCHEDULE_ROW) as cur:
-        found = cur.execute(LOCK_SCHEDULE, [schedule_id]).fetchone()
-    if found is None:
+def _lock(schedule_id: int) -> Steps[Schedule]:
+    return _found((yield Sql(LOCK_SCHEDULE, [schedule_id])), schedule_id)
+
+
+def _found(answer: Answer, schedule_id: int, include_deleted: bool = False) -> Schedule:
+    """The schedule of a lookup by id; ScheduleNotFound if there is none, or if it was
+    deleted (saying when) and deleted ones are not wanted."""
+    if not answer.rows:
         raise ScheduleNotFound(schedule_id)
+    found = schedule_from_row(answer.rows[0])
+    if found.deleted_at is not None and not include_deleted:
+        raise ScheduleNotFound(schedule_id, f"schedule {schedule_id} not found (it was deleted "
+                                            f"at {format_time(found.deleted_at)})")
     return found
 
 
-def _remove_unstarted(conn: psycopg.Connection, schedule_id: int) -> int:
-    return len(conn.execute(DELETE_UNSTARTED, [schedule_id]).fetchall())
+# The operations on a connection of one's own (the CLI, tests, scripts).
+
+
+def create_schedule(conn: psycopg.Connection, spec: ScheduleSpec,
+                    now: datetime | None = None) -> Schedule:
+    return transact(conn, create_steps(spec, now))
+
+
+def list_schedules(conn: psycopg.Connection) -> list[Schedule]:
+    return perform(conn, list_steps())
+
+
+def get_schedule(conn: psycopg.Connection, schedule_id: int,
+                 include_deleted: bool = False) -> Schedule:
+    return perform(conn, get_steps(schedule_id, include_deleted))
+
+
+def pause_schedule(conn: psycopg.Connection, schedule_id: int) -> Schedule:
+    return transact(conn, pause_steps(schedule_id))
+
+
+def resume_schedule(conn: psycopg.Connection, schedule_id: int,
+                    now: datetime | None = None) -> Schedule:
+    return transact(conn, resume_steps(schedule_id, now))
+
+
+def delete_schedule(conn: psycopg.Connection, schedule_id: int) -> Schedule:
+    return transact(conn, delete_steps(schedule_id))
 
 
 # ------------------------------------------------------------------------------ materialiser
@@ -420,8 +500,13 @@ def _plan(schedule: Schedule, pointer: datetime | None, now: datetime, ahead: fl
 
 
 def _apply(conn: psycopg.Connection, plans: list[_Plan]) -> int:
-    """Insert the plans' occurrences and move their pointers, two statements for the lot;
-    returns how many tasks were inserted. The caller holds the schedules' rows."""
+    """Insert the plans' occurrences and move their pointers; returns how many tasks were
+    inserted. The caller holds the schedules' rows."""
+    return perform(conn, _apply_steps(plans))
+
+
+def _apply_steps(plans: list[_Plan]) -> Steps[int]:
+    """Two statements for the lot: insert the plans' occurrences, move their pointers."""
     if not plans:
         return 0
     types, ids, times = [], [], []
@@ -431,11 +516,11 @@ def _apply(conn: psycopg.Connection, plans: list[_Plan]) -> int:
         times.extend(plan.times)
     inserted = 0
     if times:
-        inserted = conn.execute(INSERT_OCCURRENCES,
-                                {"types": types, "ids": ids, "times": times}).rowcount
-    conn.execute(ADVANCE_SCHEDULES, {"ids": [p.schedule.id for p in plans],
-                                     "next": [p.next_at for p in plans],
-                                     "last": [p.last for p in plans]})
+        inserted = (yield Sql(INSERT_OCCURRENCES,
+                              {"types": types, "ids": ids, "times": times})).count
+    yield Sql(ADVANCE_SCHEDULES, {"ids": [p.schedule.id for p in plans],
+                                  "next": [p.next_at for p in plans],
+                                  "last": [p.last for p in plans]})
     return inserted
 
 

@@ -59,6 +59,9 @@ class Status(str, Enum):
         raise BadInput(f"unknown status {text!r}: use one of {choices(cls)}")
 
 
+STATUSES_BY_NAME = {s.value: s for s in Status}  # as stored
+
+
 _ASCII_ID = re.compile(r"[0-9]{1,10}")
 
 
@@ -129,6 +132,8 @@ class Task:
     completed_at: datetime | None = None
     worker: str | None = None
     attempts: int = 0
+    schedule_id: int | None = None  # the schedule it came from (fizz schedule), if any
+    occurrence: datetime | None = None  # ... and the occurrence of that schedule it is
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape shared by the CLI and the HTTP API (`typ` is the original's name)."""
@@ -143,6 +148,8 @@ class Task:
             "completed_at": _maybe_time(self.completed_at),
             "worker": self.worker,
             "attempts": self.attempts,
+            "schedule_id": self.schedule_id,
+            "occurrence": _maybe_time(self.occurrence),
         }
 
 
@@ -252,7 +259,10 @@ def format_epoch(seconds: float) -> str:
 
 
 def format_time(value: datetime, micro: bool = False) -> str:
-    """RFC 3339 in UTC with a Z; fractions only when present (always with micro=True)."""
-    naive = value.astimezone(UTC).replace(tzinfo=None)
-    spec = "microseconds" if micro or naive.microsecond else "seconds"
-    return naive.isoformat(timespec=spec) + "Z"
+    """RFC 3339 in UTC with a Z; fractions only when present (always with micro=True).
+    (Called for every time of every listed task: a time already in UTC, as PostgreSQL
+    sends them to a session in UTC, is not converted again.)"""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    spec = "microseconds" if micro or value.microsecond else "seconds"
+    return value.isoformat(timespec=spec)[:-6] + "Z"  # '+00:00' -> 'Z'

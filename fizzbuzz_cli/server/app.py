@@ -1,13 +1,14 @@
 """Running `fizz serve`: start-up, signals and a graceful stop.
 
 Start-up: raise the open-file limit to what --max-connections needs, open the pool, listen
-(an address in use is a run-time failure: exit 1), start the side jobs (the reaper, and with
---retain the purger), log the address.
+(an address in use is a run-time failure: exit 1), start the side jobs (the reaper, the
+materialiser, and with --retain the purger), log the address.
 SIGINT or SIGTERM: stop listening, close idle connections, let requests in flight finish
-(10 s at most), cut what the database still owes, close the pool, exit 0.
+(10 s at most), stop the side jobs, cut what the database still owes, close the pool, exit 0.
 
-Threads: the event loop's (everything but the side jobs), and one per side job (each with a
-connection of its own).
+Threads: the event loop's (everything but the side jobs), and one per side job, each with a
+connection of its own: the reaper, the materialiser (fizzbuzz_cli.materialiser: it keeps each
+active schedule's next occurrence in the tasks table, as every `fizz work` does), the purger.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from collections.abc import Callable
 
 from fizzbuzz_cli.config import ServerSettings
 from fizzbuzz_cli.errors import FizzError
+from fizzbuzz_cli.materialiser import Materialiser
 from fizzbuzz_cli.purge import Purger
 from fizzbuzz_cli.server.database import Database
 from fizzbuzz_cli.server.logs import Batches, log_loop_error
 from fizzbuzz_cli.server.reaper import Reaper
 from fizzbuzz_cli.server.routes import Api
+from fizzbuzz_cli.server.schedule_routes import ScheduleRoutes
 from fizzbuzz_cli.server.transport import HttpServer
 
 log = logging.getLogger("fizz.server")
@@ -54,7 +57,8 @@ async def _serve(url: str, settings: ServerSettings,
                         health_timeout=settings.health_timeout)
     await database.open()
     try:
-        server = HttpServer(Api(database, settings), settings, max_connections=connections)
+        api = Api(database, settings, ScheduleRoutes(database).routes())
+        server = HttpServer(api, settings, max_connections=connections)
         try:
             host, port = await server.start()
         except OSError as exc:  # asyncio words it its own way; the system's words are clearer
@@ -63,6 +67,8 @@ async def _serve(url: str, settings: ServerSettings,
                             f"{reason}") from None
         reaper = Reaper(url, settings.reap_interval)
         reaper.start()
+        materialiser = Materialiser(url, application="fizz serve")
+        materialiser.start()
         purger = Purger(url, settings.retain) if settings.retain else None
         if purger is not None:
             purger.start()
@@ -83,6 +89,7 @@ async def _serve(url: str, settings: ServerSettings,
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             reaper.stop()
+            materialiser.stop(timeout=1.0)  # a daemon: a frozen database cannot hold the exit
             if purger is not None:
                 purger.stop(timeout=2.0)
     finally:

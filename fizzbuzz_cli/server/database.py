@@ -11,6 +11,10 @@ cancels anything: it shuts the connection's socket down (`sever`). The statement
 at once with an OperationalError, which becomes a 503, and the pool replaces the connection.
 A session `statement_timeout` stops slow statements on a server that does answer.
 
+The schedules' operations are fizzbuzz_cli.schedules' *steps* (statements and the decisions
+between them, written once for the CLI and the server); `perform` runs them here, in one
+transaction on one pooled connection.
+
 /healthz does not queue behind requests: it probes on a connection of its own, one probe
 at a time (concurrent /healthz requests share it), and answers from what the probe found
 within its own deadline.
@@ -34,7 +38,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from fizzbuzz_cli import db, link
+from fizzbuzz_cli import db, link, schedules
 from fizzbuzz_cli.config import WorkerSettings
 from fizzbuzz_cli.errors import DatabaseUnavailable, TaskNotFound, WrongState
 from fizzbuzz_cli.link import Timeouts
@@ -198,6 +202,10 @@ class Database:
     async def healthy(self) -> bool:
         return await self.probe.healthy()
 
+    async def perform(self, steps: schedules.Steps[T]) -> T:
+        """An operation's steps (fizzbuzz_cli.schedules), in one transaction."""
+        return await self.run(lambda conn: perform(conn, steps))
+
     # -------------------------------------------------------------- tasks
 
     async def add_task(self, task_type: TaskType, when: datetime) -> Task:
@@ -272,6 +280,20 @@ class Database:
             return ids
 
         return await self.run(work)
+
+
+async def perform(conn: Conn, steps: schedules.Steps[T]) -> T:
+    """Run an operation's steps on `conn` in a transaction: schedules.perform, awaited."""
+    answer: schedules.Answer | None = None
+    async with conn.transaction():
+        try:
+            while True:
+                statement = steps.send(answer)  # type: ignore[arg-type]
+                cur = await conn.execute(statement.query, statement.params)
+                rows = await cur.fetchall() if cur.description else []
+                answer = schedules.Answer(rows, cur.rowcount)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 def _translate(error: psycopg.Error) -> None:

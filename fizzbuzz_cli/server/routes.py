@@ -1,5 +1,5 @@
 """The routes of `fizz serve`: the original project's API, plus /healthz, /metrics and
-/openapi.json.
+/openapi.json (and the routes of other modules, such as schedule_routes, that app.py adds).
 
 Each route parses what the client sent, calls one function of the server's database layer
 and shapes the answer. Errors carry their HTTP status (FizzError.http_status), so mapping
@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from fizzbuzz_cli import stats
@@ -86,7 +86,8 @@ class Router:
 class Api:
     """The app the transport serves: routing, the token, the routes, metrics and the log."""
 
-    def __init__(self, database: Database, settings: ServerSettings) -> None:
+    def __init__(self, database: Database, settings: ServerSettings,
+                 more: Sequence[tuple[str, str, Handler]] = ()) -> None:
         self.db = database
         self.settings = settings
         self.metrics = Metrics()
@@ -104,6 +105,7 @@ class Api:
             ("GET", "/healthz", self.health),
             ("GET", "/metrics", self.export_metrics),
             ("GET", "/openapi.json", self.openapi),
+            *more,
         ])
 
     async def handle(self, request: Request) -> Response:
@@ -160,10 +162,10 @@ class Api:
         return json_response(201, {"id": task.id}, Location=f"/tasks/{task.id}")
 
     async def list_tasks(self, request: Request) -> Response:
-        kind = _filter(request, "filters.type", TaskType.parse)
-        status = _filter(request, "filters.status", Status.parse)
-        limit = _filter(request, "limit", _limit)
-        if _filter(request, "order", _order) == "desc":  # newest first (the dashboard)
+        kind = query_param(request, "filters.type", TaskType.parse)
+        status = query_param(request, "filters.status", Status.parse)
+        limit = query_param(request, "limit", _limit)
+        if query_param(request, "order", _order) == "desc":  # newest first (the dashboard)
             newest = await self.db.run(lambda conn: stats.latest_tasks_async(
                 conn, kind, status, min(limit if limit is not None else 100, 1000)))
             return json_response(200, [task.to_json() for task in newest])
@@ -256,7 +258,9 @@ def _limit(text: str) -> int:
     return int(text)
 
 
-def _filter(request: Request, name: str, parse: Callable[[str], Any]) -> Any:
+def query_param(request: Request, name: str, parse: Callable[[str], Any]) -> Any:
+    """A query parameter read by `parse` (None when absent); 400 naming it when it is bad
+    or given twice."""
     values = request.query.get(name)
     if not values:
         return None
@@ -268,9 +272,15 @@ def _filter(request: Request, name: str, parse: Callable[[str], Any]) -> Any:
         raise HttpError(400, f"invalid {name}: {exc}") from None
 
 
-async def read_json(request: Request, max_array: int) -> dict[str, Any] | list[Any]:
+TASK_BODY = ('the body must be a JSON object such as {"type": "Fizz", "time": '
+             '"2023-03-28T11:59:59Z"}, or an array of them')
+
+
+async def read_json(request: Request, max_array: int | None,
+                    expected: str = TASK_BODY) -> dict[str, Any] | list[Any]:
     """The body as a JSON object (one task) or array (many; only arrays may be larger than
-    the limit for one object, which the transport checks)."""
+    the limit for one object, which the transport checks). `expected` is the error for any
+    other JSON value."""
     raw = await request.body(max_array)
     try:
         payload = json.loads(raw)
@@ -278,6 +288,5 @@ async def read_json(request: Request, max_array: int) -> dict[str, Any] | list[A
         raise HttpError(400, f"invalid JSON: {exc}" if isinstance(exc, ValueError)
                         else "invalid JSON: nested too deeply") from None
     if not isinstance(payload, (dict, list)):
-        raise HttpError(400, 'the body must be a JSON object such as {"type": "Fizz", "time": '
-                        '"2023-03-28T11:59:59Z"}, or an array of them')
+        raise HttpError(400, expected)
     return payload

@@ -39,7 +39,9 @@ def test_version() -> None:
 def test_every_command_has_help_with_examples(fizz: Fizz) -> None:
     for command in ([], ["init-db"], ["add"], ["list"], ["show"], ["delete"], ["work"],
                     ["serve"], ["stats"], ["workers"], ["top"], ["purge"], ["db"],
-                    ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"]):
+                    ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"],
+                    ["schedule"], *(["schedule", c] for c in (
+                        "add", "list", "show", "pause", "resume", "delete"))):
         result = fizz(*command, "--help")
         assert result.code == 0, command
         assert "Examples:" in result.out, command
@@ -56,7 +58,8 @@ def test_help_reads_like_the_rest_of_the_click_world(fizz: Fizz) -> None:
     assert fizz("show", "--help").out.startswith("Usage: fizz show [OPTIONS] ID\n")
     assert fizz("delete", "--help").out.startswith("Usage: fizz delete [OPTIONS] ID...\n")
     assert "  -n, --limit N  " in fizz("list", "--help").out
-    for command in ([], ["add"], ["list"], ["show"], ["delete"], ["work"], ["serve"], ["db"]):
+    for command in ([], ["add"], ["list"], ["show"], ["delete"], ["work"], ["serve"], ["db"],
+                    ["schedule"], ["schedule", "add"], ["schedule", "show"]):
         text = fizz(*command, "--help").out
         for leak in ("<bool>", "<int>", "<str>", "{ID}", "[[", "╭"):
             assert leak not in text, (command, leak)
@@ -68,7 +71,7 @@ def test_add_file_help_names_every_format(fizz: Fizz) -> None:
     assert "--format FORMAT Format of --file: jsonl or json" in text
 
 
-@pytest.mark.parametrize("args", [[], ["db"]])
+@pytest.mark.parametrize("args", [[], ["db"], ["schedule"]])
 def test_no_arguments_prints_the_help_and_exits_0(fizz: Fizz, args: list[str]) -> None:
     result = fizz(*args)
     assert (result.code, result.err) == (0, "")
@@ -105,7 +108,7 @@ def test_add_json(fizz: Fizz) -> None:
 
 
 ID_RANGE = "use a whole number from 1 to 2147483647"
-COMMANDS = "init-db, add, list, show, delete, work, serve, stats, workers, top, purge, db"
+COMMANDS = "init-db, add, list, show, delete, work, serve, stats, workers, top, purge, db, schedule"
 
 
 @pytest.mark.parametrize(
@@ -184,10 +187,10 @@ def test_list_table_and_filters_any_case(fizz: Fizz) -> None:
     fizz("add", "Buzz", "2023-03-28T12:00:00Z")
     fizz("add", "FizzBuzz", "2023-03-28T12:00:01.5Z")
     assert fizz("list").out == (
-        "ID  TYPE      STATUS    TIME\n"
-        " 1  Fizz      Waiting   2023-03-28T11:59:59Z\n"
-        " 2  Buzz      Waiting   2023-03-28T12:00:00Z\n"
-        " 3  FizzBuzz  Waiting   2023-03-28T12:00:01.500000Z\n"
+        "ID  TYPE      STATUS    SCHEDULE  TIME\n"
+        " 1  Fizz      Waiting   -         2023-03-28T11:59:59Z\n"
+        " 2  Buzz      Waiting   -         2023-03-28T12:00:00Z\n"
+        " 3  FizzBuzz  Waiting   -         2023-03-28T12:00:01.500000Z\n"
     )
     only = fizz("list", "--type", "FIZZ", "--status", "WaItInG")
     assert only.code == 0
@@ -205,7 +208,7 @@ def test_list_json_is_an_array_with_exact_fields(fizz: Fizz) -> None:
         (2, "Buzz", "Buzz", "Waiting", "2023-03-28T12:00:00Z"),
     ]
     assert set(tasks[0]) == {"id", "type", "typ", "status", "time", "created_at", "claimed_at",
-                             "completed_at", "worker", "attempts"}
+                             "completed_at", "worker", "attempts", "schedule_id", "occurrence"}
     assert ISO.match(tasks[0]["created_at"])
     limited = json.loads(fizz("list", "--json", "--limit", "1", "--type", "buzz").out)
     assert [t["id"] for t in limited] == [2]
@@ -232,7 +235,8 @@ def test_show_and_delete(fizz: Fizz, database: str) -> None:
         "status        Waiting",
         "time          2023-03-28T11:59:59Z",
     ]
-    assert lines[5:] == ["claimed_at    -", "completed_at  -", "worker        -", "attempts      0"]
+    assert lines[5:] == ["claimed_at    -", "completed_at  -", "worker        -", "attempts      0",
+                         "schedule_id   -", "occurrence    -"]
     as_json = json.loads(fizz("show", "1", "--json").out)
     assert (as_json["id"], as_json["status"]) == (1, "Waiting")
     deleted = fizz("delete", "1", "--json")

@@ -1,9 +1,10 @@
 """Arbitrary text thrown at the command line: every input gets a clear answer.
 
-Whatever the arguments of add, list, show and delete, and whatever a file given to
-`add --file` holds: the exit status is 0, 1 or 2; stderr never holds a traceback; a failure
-is exactly one line, `Error: ...`; a success writes at most one line (a log line) on stderr;
-and after exit 2 the tasks table is exactly as it was, every row and every column.
+Whatever the arguments of add, list, show, delete and schedule (add, list, show, pause,
+resume, delete), and whatever a file given to `add --file` holds: the exit status is 0, 1
+or 2; stderr never holds a traceback; a failure is exactly one line, `Error: ...`; a success
+writes at most one line (a log line) on stderr; and after exit 2 the tasks and schedules
+tables are exactly as they were, every row and every column.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from helpers import Fizz, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fizzbuzz_cli import schedules
+from fizzbuzz_cli.recurrence import parse_schedule_spec
+
 FUZZ = settings(max_examples=200, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
@@ -30,18 +34,29 @@ STEERING = ["--json", "--", "-", "-1d", "+5m", "now", "Fizz", "buzz", "FIZZBUZZ"
 NASTY = ["\x00", "a\x00b", "\n", "\r\n", "\x85", "\u2028", "\x1b[31m", "\udcff", "١", "²",
          "", " ", "'", '"', "9" * 30, "+1e9d", "inf", "nan", "-", "--file", "-v"]
 OPTIONS = {"add": ["--file", "-f", "--format"], "list": ["--type", "-t", "--status", "-s",
-                                                          "--limit", "-n"]}
+                                                          "--limit", "-n"],
+           "schedule": ["--every", "--cron", "--tz", "--start", "--end", "--catch-up",
+                        "--max-catch-up", "--next", "-n", "--json"]}
+SCHEDULE_COMMANDS = ["add", "list", "show", "pause", "resume", "delete"]
+SCHEDULE_WORDS = ["5m", "1h30m", "1 w", "0s", "3651d", "*/5 * * * *", "30 2 * * *", "@daily",
+                  "@reboot", "61 * * * *", "0 0 30 2 *", "Europe/Paris", "Europe/Pariss",
+                  "right/UTC", "all", "NONE", "latest", "100", "10001", "2020-01-01T00:00:00Z"]
 text = st.text(alphabet=st.one_of(st.sampled_from("\x00\n\r\x85\udcff١²-"), st.characters()),
                max_size=30)
 words = st.one_of(text, st.sampled_from(STEERING), st.sampled_from(NASTY))
+schedule_words = st.one_of(words, st.sampled_from(SCHEDULE_WORDS))
 
 
 def argv(command: str) -> st.SearchStrategy[list[str]]:
     """Up to four words or (option, word) pairs of the command's own options."""
-    groups = words.map(lambda word: [word])
+    vocabulary = schedule_words if command == "schedule" else words
+    groups = vocabulary.map(lambda word: [word])
     if command in OPTIONS:
-        groups |= st.tuples(st.sampled_from(OPTIONS[command]), words).map(list)
+        groups |= st.tuples(st.sampled_from(OPTIONS[command]), vocabulary).map(list)
     mixed = st.lists(groups, max_size=4).map(lambda gs: [word for group in gs for word in group])
+    if command == "schedule":  # a subcommand (most of the time), then the rest
+        first = st.one_of(st.sampled_from(SCHEDULE_COMMANDS), words)
+        return st.tuples(first, mixed).map(lambda t: [t[0], *t[1]])
     if command != "add":
         return mixed
     # A file name and a format alone, so that they get past "TYPE or --file, not both".
@@ -72,14 +87,18 @@ contents = st.one_of(st.binary(max_size=120),
 
 
 def table(url: str) -> list[tuple]:
+    """Every row of the tasks and schedules tables."""
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+        return [*conn.execute("SELECT * FROM tasks ORDER BY id").fetchall(),
+                *conn.execute("SELECT * FROM fizz_schedules ORDER BY id").fetchall()]
 
 
 def seed(url: str) -> None:
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO tasks (tasktype, status, time) SELECT 'Fizz', 'Waiting', "
                      "'2023-03-28T11:59:59Z' FROM generate_series(1, 3)")
+        schedules.create_schedule(conn, parse_schedule_spec(
+            "Buzz", every="1h", start="2030-01-01T00:00:00Z"))
 
 
 def check(result: Result, before: list[tuple], url: str, args: list[str]) -> None:
@@ -96,7 +115,7 @@ def check(result: Result, before: list[tuple], url: str, args: list[str]) -> Non
         assert table(url) == before, args
 
 
-@pytest.mark.parametrize("command", ["add", "list", "show", "delete"])
+@pytest.mark.parametrize("command", ["add", "list", "show", "delete", "schedule"])
 def test_arbitrary_arguments_get_a_clear_answer(command: str, database: str) -> None:
     fizz = Fizz(database)
     seed(database)

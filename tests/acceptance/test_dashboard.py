@@ -193,8 +193,14 @@ def test_the_dashboard_shows_the_figures_and_follows_them(
     WebDriverWait(browser, 5).until(
         lambda d: {tuple(r[1:3]) for r in rows(d, "tasks-body")} == {("Fizz", "Complete")})
     assert len(rows(browser, "tasks-body")) == 13
-    assert any("GET /tasks?" in line and "filters.type=fizz" in line
-               and "filters.status=complete" in line for line in board.server.log().splitlines())
+    def asked() -> bool:  # the server writes its log in batches: give the line a moment
+        return any("GET /tasks?" in line and "filters.type=fizz" in line
+                   and "filters.status=complete" in line
+                   for line in board.server.log().splitlines())
+    deadline = time.monotonic() + 5
+    while not asked():
+        assert time.monotonic() < deadline, board.server.log()[-3000:]
+        time.sleep(0.05)
     Select(browser.find_element(By.ID, "filter-type")).select_by_value("fizzbuzz")
     Select(browser.find_element(By.ID, "filter-status")).select_by_value("claimed")
     wait_text(browser, "tasks-body", "No task matches.", timeout=5)

@@ -86,6 +86,11 @@ def test_the_readme_has_the_examples_this_test_runs() -> None:
             "fizzbuzz\n") in transcripts()
     assert any("content-type: application/json" in c and "/tasks" in c
                for c in curl_commands())
+    assert {"fizz schedule add Fizz --every 5m", "fizz schedule show 2 --next 10",
+            "fizz schedule delete 2"} <= set(commands)
+    assert ("fizz schedule add Fizz --every 5m --tz Europe/Pariss", "Error: unknown time zone "
+            "'Europe/Pariss': did you mean 'Europe/Paris'?\n") in transcripts()
+    assert any(c.endswith("localhost:8000/schedules") for c in curl_commands())
     for sample in re.findall(r"examples/[\w.]+", README):
         assert (ROOT / sample).is_file(), sample
 

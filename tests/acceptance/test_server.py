@@ -379,7 +379,10 @@ def test_health_metrics_and_openapi(client: Client) -> None:
     spec = client("GET", "/openapi.json").json
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {"/tasks", "/tasks/next", "/tasks/pull/{id}", "/tasks/{id}",
-                                  "/healthz", "/metrics", "/openapi.json"}
+                                  "/healthz", "/metrics", "/openapi.json", "/schedules",
+                                  "/", "/stats", "/workers",
+                                  "/schedules/{id}", "/schedules/{id}/pause",
+                                  "/schedules/{id}/resume"}
     assert set(spec["paths"]["/tasks/{id}"]) == {"get", "delete", "post", "parameters"}
 
 
@@ -403,7 +406,7 @@ def test_bearer_token_on_every_route_but_healthz(serve: Serve, database: str,
     # token, and nothing changes.
     spec = Client(base, token="s3cret")("GET", "/openapi.json").json
     routes = [(method.upper(), path.replace("{id}", "1")) for path, methods in spec["paths"].items()
-              for method in methods if path != "/healthz"]
+              for method in methods if path not in ("/healthz", "/")]
     assert {"DELETE", "POST", "GET"} <= {method for method, _ in routes}
     before = table(database)
     for method, path in [*routes, ("GET", "/openapi.json")]:
@@ -414,6 +417,9 @@ def test_bearer_token_on_every_route_but_healthz(serve: Serve, database: str,
     for method, path in (("GET", "/no/such/route"), ("GET", "/tasks/1/x"), ("PUT", "/tasks")):
         assert anonymous(method, path).status == 401, (method, path)
     assert anonymous("GET", "/healthz").status == 200
+    # The dashboard's page and its files hold no data: open, so the page can ask for the token.
+    page = anonymous("GET", "/")
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
     trusted = Client(base, token="s3cret")
     assert trusted("GET", "/tasks").status == 200
     assert trusted("DELETE", "/tasks/1").status == 200

@@ -49,7 +49,7 @@ def test_zero_setup_add_then_list(home: Path) -> None:
     assert (added.returncode, added.stdout) == (0, "1\n"), added.stderr
     listed = fizz_in(home, "list", "--type", "fizz", "--status", "waiting")
     assert listed.returncode == 0
-    assert listed.stdout.splitlines()[0].split() == ["ID", "TYPE", "STATUS", "TIME"]
+    assert listed.stdout.splitlines()[0].split() == ["ID", "TYPE", "STATUS", "SCHEDULE", "TIME"]
     assert listed.stdout.splitlines()[1].split()[:3] == ["1", "Fizz", "Waiting"]
     status = json.loads(fizz_in(home, "db", "status", "--json").stdout)
     assert status["running"] is True and status["data_dir"] == str(home / "data")

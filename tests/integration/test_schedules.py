@@ -17,6 +17,7 @@ from helpers import query
 from fizzbuzz_cli import claims, schedules
 from fizzbuzz_cli.errors import BadInput, ScheduleNotFound
 from fizzbuzz_cli.recurrence import CatchUp, ScheduleSpec, parse_schedule_spec
+from fizzbuzz_cli.tasks import format_time
 
 UTC = timezone.utc
 T0 = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)  # a Monday
@@ -346,13 +347,16 @@ def test_delete_keeps_history_and_marks_the_schedule(conn: psycopg.Connection) -
     assert conn.execute("SELECT schedule_id, occurrence, status FROM tasks").fetchall() == [
         (created.id, T0, "Complete")]
     assert schedules.list_schedules(conn) == []
-    with pytest.raises(ScheduleNotFound):
+    gone = f"schedule {created.id} not found (it was deleted at {format_time(deleted.deleted_at)})"
+    with pytest.raises(ScheduleNotFound) as caught:
         schedules.get_schedule(conn, created.id)
+    assert str(caught.value) == gone
     assert schedules.get_schedule(conn, created.id, include_deleted=True).state == "deleted"
     for change in (schedules.delete_schedule, schedules.pause_schedule,
                    schedules.resume_schedule):
-        with pytest.raises(ScheduleNotFound):
+        with pytest.raises(ScheduleNotFound) as caught:
             change(conn, created.id)
+        assert str(caught.value) == gone
     assert schedules.materialise(conn, at(60)).inserted == 0
 
 
@@ -392,3 +396,43 @@ def test_pause_and_delete_wait_for_a_materialiser_mid_pass(database: str, change
         holder.close()
     rows = query(database, "SELECT count(*) FROM tasks WHERE status = 'Waiting'")
     assert rows == [(0,)]
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def test_an_operation_is_its_steps_in_one_transaction(conn: psycopg.Connection) -> None:
+    """Each operation is a generator of statements (what fizz serve runs on its pool): the
+    statements come one at a time, and an error between them leaves nothing behind."""
+    steps = schedules.create_steps(spec(every="1s"), now=T0)
+    statements = []
+    answer = None
+    with conn.transaction():
+        try:
+            while True:
+                statement = steps.send(answer)  # type: ignore[arg-type]
+                statements.append(statement.query)
+                cur = conn.execute(statement.query, statement.params)
+                answer = schedules.Answer(cur.fetchall() if cur.description else [],
+                                          cur.rowcount)
+        except StopIteration as done:
+            created = done.value
+    assert statements == [schedules.INSERT_SCHEDULE, schedules.INSERT_OCCURRENCES,
+                          schedules.ADVANCE_SCHEDULES, schedules.NOTIFY_SCHEDULES,
+                          schedules.GET_SCHEDULE]
+    assert seconds(occurrences(conn, created.id)) == [0, 1, 2, 3]
+    never = parse_schedule_spec("Fizz", every="1m", start="2029-12-31T00:00:00Z",
+                                end="2030-01-01T00:00:00Z", now=T0)
+    with pytest.raises(BadInput, match="would never run"):
+        schedules.transact(conn, schedules.create_steps(never, now=T0))
+    with pytest.raises(ScheduleNotFound):  # after its lock: the transaction is rolled back
+        schedules.transact(conn, schedules.pause_steps(created.id + 1))
+    assert query_count(conn) == (1, 4)
+
+
+def test_list_pages(conn: psycopg.Connection) -> None:
+    made = [schedules.create_schedule(conn, spec(every="1h"), now=T0) for _ in range(5)]
+    schedules.delete_schedule(conn, made[1].id)
+    first = schedules.perform(conn, schedules.list_page_steps(0, 2))
+    rest = schedules.perform(conn, schedules.list_page_steps(first[-1].id, 10))
+    assert [s.id for s in first + rest] == [made[i].id for i in (0, 2, 3, 4)]

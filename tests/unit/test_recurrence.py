@@ -3,6 +3,8 @@ no clock, no sleeping: every time is written out."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -495,3 +497,56 @@ def test_schedule_ids(text: str) -> None:
     with pytest.raises(BadInput, match="invalid schedule id"):
         parse_schedule_id(text)
     assert parse_schedule_id("2147483647") == 2147483647
+
+
+# ---------------------------------------------------------------------------- hostile text
+
+
+@pytest.mark.parametrize(("parse", "text", "message"), [
+    # A line of spaces between the parts made the interval's regular expression backtrack
+    # for minutes (adjacent \s*): now linear, and a length no interval has is refused first.
+    (parse_every, "1 w 2 d" + " " * 30_000 + "x", "invalid interval '1 w 2 d "),
+    (parse_every, "1 w" + " " * 30 + "x", "invalid interval '1 w "),
+    (parse_every, "1" * 50_000, "invalid interval '111111111111111111111111111111'... "
+                                "(50000 characters)"),
+    (parse_cron, "1 " * 30_000, "invalid cron expression '1 1 1 "),
+    (parse_zone, "a" * 1000, "unknown time zone 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'... "
+                             "(1000 characters)"),
+    (CatchUp.parse, "x" * 60_000, "unknown catch-up policy 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... "
+                                  "(60000 characters): use one of latest, all, none"),
+    (parse_schedule_id, "9" * 8000, "invalid schedule id '999999999999999999999999999999'... "
+                                    "(8000 characters)"),
+])
+def test_long_or_hostile_text_is_refused_at_once_in_one_short_line(
+        parse: Callable[[str], object], text: str, message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(BadInput) as caught:
+        parse(text)
+    assert time.perf_counter() - started < 0.5
+    assert str(caught.value).startswith(message), str(caught.value)[:200]
+    assert len(str(caught.value)) < 300 and "\n" not in str(caught.value)
+
+
+def test_intervals_take_spaces_where_people_put_them() -> None:
+    for text in ("1h 30m", "1 h 30 m", " 1h30m ", "1H\t30M"):
+        assert parse_every(text).text == "1h30m", text
+
+
+@pytest.mark.parametrize("name", ["posix/Europe/Paris", "right/UTC", "RIGHT/Europe/London"])
+def test_copies_of_zones_kept_by_some_hosts_are_refused(name: str) -> None:
+    """posix/ and right/ exist only where the system's tz files are installed (right/ counts
+    leap seconds, which zoneinfo cannot read): a schedule in one would be unreadable where
+    zones come from the tzdata package."""
+    with pytest.raises(BadInput, match=f"time zone '{name}' is a copy kept by this host's tz "
+                                       "files: use '"):
+        parse_zone(name)
+
+
+def test_max_catch_up_names_a_huge_number_briefly() -> None:
+    with pytest.raises(BadInput) as caught:
+        parse_schedule_record({"type": "Fizz", "every": "5m", "max_catch_up": 10**100},
+                              now=NOW)
+    assert str(caught.value) == ("invalid max catch-up 100000000000000000000000000000... "
+                                 "(101 digits): use a whole number from 1 to 10000")
+    with pytest.raises(BadInput, match="invalid max catch-up 0: use"):
+        parse_schedule_record({"type": "Fizz", "every": "5m", "max_catch_up": 0}, now=NOW)

@@ -1,9 +1,11 @@
 """Start-up: each command loads what it needs and nothing more.
 
 The figures (`fizz --help`, `fizz add`) come from bench/startup.py; these tests keep the
-reasons for them from creeping back: the help loads neither psycopg nor rich nor pydantic,
-and adding a task loads no rich, no pydantic (Typer's own parameter conversion), no
-python-dateutil, no embedded-server, worker or server code.
+reasons for them from creeping back: the help loads neither psycopg nor rich nor pydantic
+(nor the cron grammar and time zones), and adding a task loads no rich, no pydantic
+(Typer's own parameter conversion), no python-dateutil, no embedded-server, worker or
+server code, and nothing of the schedules; the schedule commands load the cron grammar,
+and still nothing heavy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ UNREACHABLE = "postgresql://fizz@127.0.0.1:1/nothing"
 HEAVY = {"pydantic", "rich", "dateutil"}
 FACES = {"fizzbuzz_cli.embedded", "fizzbuzz_cli.worker", "fizzbuzz_cli.server",
          "fizzbuzz_cli.bulk"}
+SCHEDULES = {"fizzbuzz_cli.recurrence", "fizzbuzz_cli.schedules", "fizzbuzz_cli.materialiser"}
 
 
 def loaded_modules(*args: str) -> tuple[int, set[str]]:
@@ -41,11 +44,13 @@ def tops(modules: set[str]) -> set[str]:
     return {name.split(".")[0] for name in modules}
 
 
-def test_help_loads_no_database_driver_and_no_rich() -> None:
-    status, modules = loaded_modules("--help")
+@pytest.mark.parametrize("args", [["--help"], ["schedule", "--help"],
+                                  ["schedule", "add", "--help"]])
+def test_help_loads_no_database_driver_and_no_rich(args: list[str]) -> None:
+    status, modules = loaded_modules(*args)
     assert status == 0
-    assert not tops(modules) & (HEAVY | {"psycopg", "psycopg_pool"})
-    assert not modules & (FACES | {"fizzbuzz_cli.db", "fizzbuzz_cli.database"})
+    assert not tops(modules) & (HEAVY | {"psycopg", "psycopg_pool", "cronsim", "zoneinfo"})
+    assert not modules & (FACES | SCHEDULES | {"fizzbuzz_cli.db", "fizzbuzz_cli.database"})
 
 
 @pytest.mark.parametrize("args", [["add", "Fizz"], ["list", "--json"], ["show", "1"],
@@ -54,8 +59,19 @@ def test_task_commands_load_psycopg_and_little_else(args: list[str]) -> None:
     status, modules = loaded_modules(*args)
     assert status == 1  # the database is unreachable; the point is what was loaded
     assert "psycopg" in modules
+    assert not tops(modules) & (HEAVY | {"cronsim"})
+    assert not modules & (FACES | SCHEDULES)
+
+
+@pytest.mark.parametrize("args", [["schedule", "add", "Fizz", "--every", "5m"],
+                                  ["schedule", "list"], ["schedule", "show", "1"],
+                                  ["schedule", "delete", "1", "--json"]])
+def test_schedule_commands_load_the_cron_grammar_and_little_else(args: list[str]) -> None:
+    status, modules = loaded_modules(*args)
+    assert status == 1
+    assert {"psycopg", "cronsim", "fizzbuzz_cli.schedules"} <= modules
     assert not tops(modules) & HEAVY
-    assert not modules & FACES
+    assert not modules & (FACES | {"fizzbuzz_cli.materialiser"})
 
 
 def test_the_quick_exit_flushes_everything_first(tmp_path: object) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -67,6 +68,15 @@ def test_format_time_is_rfc3339_utc_with_z() -> None:
         "2023-03-28T11:59:59.000000Z"
     )
     assert format_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
+    # Other zones, and UTC as an offset of zero that is not the timezone.utc object, are
+    # converted first.
+    paris = timezone(timedelta(hours=2))
+    assert format_time(datetime(2023, 3, 28, 13, 59, 59, 5, tzinfo=paris)) == (
+        "2023-03-28T11:59:59.000005Z")
+    assert format_time(datetime(2023, 3, 28, 11, 59, 59, tzinfo=timezone(timedelta(0)))) == (
+        "2023-03-28T11:59:59Z")
+    assert format_time(datetime(2023, 3, 28, 4, 59, 59, tzinfo=ZoneInfo("America/Los_Angeles")),
+                       micro=True) == "2023-03-28T11:59:59.000000Z"
 
 
 @pytest.mark.parametrize("text", ["fizz", "Fizz", "FIZZ", "fIzZ"])
@@ -93,8 +103,12 @@ def test_task_json_keeps_the_original_field_names() -> None:
     assert task.to_json() == {
         "id": 1, "type": "Fizz", "typ": "Fizz", "status": "Waiting",
         "time": "2023-03-28T11:59:59Z", "created_at": None, "claimed_at": None,
-        "completed_at": None, "worker": None, "attempts": 0,
+        "completed_at": None, "worker": None, "attempts": 0, "schedule_id": None,
+        "occurrence": None,
     }
+    scheduled = Task(2, TaskType.BUZZ, Status.COMPLETE, NOW, schedule_id=3, occurrence=NOW)
+    assert (scheduled.to_json()["schedule_id"], scheduled.to_json()["occurrence"]) == (
+        3, "2026-11-27T03:00:00Z")
 
 
 def test_the_default_home_of_the_embedded_server(monkeypatch: pytest.MonkeyPatch) -> None:
