@@ -478,8 +478,9 @@ def _retention(text: str) -> Any:
 
 
 Window = Annotated[float, typer.Option(
-    "--window", "-w", metavar="DURATION", parser=_window,
-    help="Lateness over the tasks started in this last stretch of time (1s to 1d).")]
+    "--window", "-w", metavar="DURATION", parser=_window, show_default=False,
+    help="Lateness over the tasks started in this last stretch of time (1s to 1d). "
+         "[default: 15m]")]
 Retain = Annotated[Optional[Any], typer.Option(
     "--retain", metavar="AGE", parser=_retention,
     help="Purge tasks completed longer ago than AGE (7d, 12h, ...), as it runs; one process "

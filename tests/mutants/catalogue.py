@@ -228,4 +228,32 @@ MUTANTS = [
         [("server/routes.py", 'PUBLIC = frozenset({"/healthz", *PAGE_PATHS})',
           'PUBLIC = frozenset({"/healthz", "/stats", *PAGE_PATHS})')],
         ["tests/acceptance/test_operations.py", "-k", "token"]),
+    Mutant(
+        "skipped-hour-never-runs",
+        "a cron job at a fixed time skipped by a spring jump runs right after it, once",
+        [("recurrence.py", "        if size <= timedelta(0) or size >= CLOCK_SET_FORWARD:\n",
+          "        if True:\n")],
+        ["tests/unit/test_recurrence.py", "-k", "real_transitions"]),
+    Mutant(
+        "repeated-hour-runs-twice",
+        "a cron job at a fixed time in an hour the autumn repeats runs once",
+        [("recurrence.py", "        if jump.size >= timedelta(0) or self.rule.wildcard or",
+          "        if True or")],
+        ["tests/unit/test_recurrence.py", "-k", "real_transitions"]),
+    Mutant(
+        "occurrence-not-unique",
+        "a second copy of an occurrence is impossible, whoever materialises it",
+        [("schema.sql", "CREATE UNIQUE INDEX IF NOT EXISTS tasks_schedule_occurrence_idx",
+          "CREATE INDEX IF NOT EXISTS tasks_schedule_occurrence_idx"),
+         ("schedules.py",
+          "    ON CONFLICT (schedule_id, occurrence) WHERE schedule_id IS NOT NULL DO NOTHING\"\"\"",
+          "\"\"\"")],
+        ["tests/integration/test_schedules.py", "-k", "unique_index"]),
+    Mutant(
+        "pause-leaves-occurrences-waiting",
+        "pausing or deleting a schedule removes its occurrences that have not started",
+        [("schedules.py",
+          "    WHERE schedule_id = %s AND (status = 'Waiting' OR (status = 'Claimed' AND time > now()))",
+          "    WHERE schedule_id = %s AND false")],
+        ["tests/integration/test_schedules.py", "-k", "pause_removes or delete_keeps"]),
 ]
