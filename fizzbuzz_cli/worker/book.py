@@ -101,13 +101,15 @@ class JobBook:
 
     def add(self, batch: ClaimBatch, offset: float) -> int:
         """File a batch of fresh claims; returns how many older jobs they superseded (a task
-        this worker lost and claimed again)."""
+        this worker lost and claimed again). A fresh claim of a task also proves that no
+        earlier record of it by this worker committed (a recorded task is Complete for
+        good): an older job whose record is still unanswered is never to be printed."""
         superseded = 0
         with self.lock:
             for claim in batch.claims:
                 job = job_for(claim, offset, batch.at)
                 old = self._jobs.get(claim.id)
-                if old is not None and old.state is State.PENDING:
+                if old is not None and old.state in (State.PENDING, State.RECORDING):
                     self._set(old, State.GONE)
                     superseded += 1
                 self._jobs[claim.id] = job

@@ -27,7 +27,7 @@ import psycopg
 
 from fizzbuzz_cli import claims
 from fizzbuzz_cli.config import WorkerSettings
-from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown
+from fizzbuzz_cli.link import CONNECTION_ERRORS, Link, LinkDown, make_durable
 from fizzbuzz_cli.worker.book import JobBook
 from fizzbuzz_cli.worker.clock import DbClock
 from fizzbuzz_cli.worker.metrics import WorkerMetrics
@@ -106,8 +106,11 @@ class Dispatcher:
     # ------------------------------------------------------------------ connection
 
     def _setup(self, conn: psycopg.Connection) -> None:
-        """On every (re)connection: LISTEN before reading the next due time, so that
-        nothing falls in between; measure the clocks."""
+        """On every (re)connection: durable commits (a claim lost in a crash of PostgreSQL
+        would give its attempt number to the next claim of the task, and the fence of a
+        record could no longer tell the two apart); LISTEN before reading the next due
+        time, so that nothing falls in between; measure the clocks."""
+        make_durable(conn)
         conn.add_notify_handler(self._on_notify)
         claims.listen(conn, claims.NOTIFY_CHANNEL, claims.NEXT_CHANNEL, claims.CANCEL_CHANNEL)
         self.clock.measure(conn)

@@ -109,6 +109,25 @@ def test_a_reclaimed_task_supersedes_its_old_job() -> None:
     assert len(book) == 1
 
 
+def test_a_task_claimed_again_while_its_record_is_unanswered_prints_once() -> None:
+    # PostgreSQL crashed with the record in flight and lost the claim itself (committed
+    # asynchronously): after recovery the task is Waiting again, and this worker claims it
+    # anew, with the same attempt number. The old job must never print: the record retried
+    # after reconnecting matches the new claim's fence, and the new job prints it.
+    book = JobBook()
+    due = time.time() - 1
+    book.add(claim_batch(Claim(7, FIZZ, due, 3)), 0.0)
+    old = book.take_for_record(time.time(), 0.0, 10)
+    assert [job.state for job in old] == [State.RECORDING]
+    assert book.add(claim_batch(Claim(7, FIZZ, due, 3)), 0.0) == 1
+    assert book.settle(old, {7}) == old  # recorded, yes, but not by the old job's record
+    new = book.take_for_record(time.time(), 0.0, 10)
+    assert len(new) == 1 and new[0] is not old[0]
+    assert book.settle(new, {7}) == []
+    with book.lock:
+        assert [job.id for job in book.take_printable(time.time() + 10)] == [7]
+
+
 def test_orphans_are_looked_for_until_a_later_claim_covers_the_lost_one() -> None:
     book = JobBook()
     book.add(claim_batch(Claim(1, FIZZ, 0, 1), at=100.0), 0.0)
