@@ -11,6 +11,10 @@ cancels anything: it shuts the connection's socket down (`sever`). The statement
 at once with an OperationalError, which becomes a 503, and the pool replaces the connection.
 A session `statement_timeout` stops slow statements on a server that does answer.
 
+Single reads (GET /tasks/<id>) and single inserts (POST /tasks) that arrive together are
+answered by one statement each (fizzbuzz_cli.server.batch): under load, one round trip
+serves many requests, and one commit many inserts.
+
 The schedules' operations are fizzbuzz_cli.schedules' *steps* (statements and the decisions
 between them, written once for the CLI and the server); `perform` runs them here, in one
 transaction on one pooled connection.
@@ -42,6 +46,7 @@ from fizzbuzz_cli import db, link, schedules
 from fizzbuzz_cli.config import WorkerSettings
 from fizzbuzz_cli.errors import DatabaseUnavailable, TaskNotFound, WrongState
 from fizzbuzz_cli.link import Timeouts
+from fizzbuzz_cli.server.batch import Batcher
 from fizzbuzz_cli.tasks import Status, Task, TaskType
 
 log = logging.getLogger("fizz.server")
@@ -137,6 +142,8 @@ class Database:
                                  health_timeout)
         self._returned: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self.deadlines = Deadlines()
+        self._reads: Batcher[int, Task | None] = Batcher(self._get_tasks)
+        self._inserts: Batcher[tuple[TaskType, datetime], Task] = Batcher(self._insert_tasks)
 
     async def open(self, timeout: float = 10.0) -> None:
         try:
@@ -209,11 +216,30 @@ class Database:
     # -------------------------------------------------------------- tasks
 
     async def add_task(self, task_type: TaskType, when: datetime) -> Task:
-        return await self.run(lambda conn: _one(conn, db.INSERT_TASK, [task_type.value, when]))
+        """Add one task; tasks added together share one statement and one commit."""
+        return await self._inserts.submit((task_type, when))
+
+    async def _insert_tasks(self, rows: list[tuple[TaskType, datetime]]) -> list[Task]:
+        async def work(conn: Conn) -> list[Task]:
+            cur = _task_cursor(conn)
+            await cur.execute(db.INSERT_TASKS, [[kind.value for kind, _ in rows],
+                                                [when for _, when in rows]])
+            return sorted(await cur.fetchall(), key=lambda task: task.id)
+
+        return await self.run(work)
 
     async def get_task(self, task_id: int) -> Task:
-        return _found(await self.run(lambda conn: _one(conn, db.GET_TASK, [task_id])),
-                      task_id)
+        """One task by id; requests for tasks arriving together share one statement."""
+        return _found(await self._reads.submit(task_id), task_id)
+
+    async def _get_tasks(self, ids: list[int]) -> list[Task | None]:
+        async def work(conn: Conn) -> list[Task | None]:
+            cur = _task_cursor(conn)
+            await cur.execute(db.GET_TASKS, [sorted(set(ids))])
+            found = {task.id: task for task in await cur.fetchall()}
+            return [found.get(task_id) for task_id in ids]
+
+        return await self.run(work)
 
     async def delete_task(self, task_id: int) -> Task:
         return _found(await self.run(lambda conn: _one(conn, db.DELETE_TASK, [task_id])),

@@ -354,6 +354,57 @@ def test_concurrent_creates_lose_nothing(serve: Serve, database: str) -> None:
     assert count(database) == 400
 
 
+def test_requests_that_share_a_statement_each_get_their_own_answer(serve: Serve,
+                                                                    database: str) -> None:
+    """Single POSTs and GETs arriving together are answered by one statement each (one
+    commit for the inserts): every client still gets its own task, under its own id."""
+    server = serve()
+    clients, per_client = 24, 20
+    created: dict[int, tuple[str, str]] = {}
+    read: list[tuple[int, int, str]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def one_client(number: int) -> None:
+        client = server.client()
+        try:
+            start.wait()
+            for k in range(per_client):
+                kind = ("Fizz", "Buzz", "FizzBuzz")[(number + k) % 3]
+                when = f"2031-01-{1 + number:02d}T00:00:{k:02d}Z"
+                reply = client("POST", "/tasks", {"type": kind, "time": when})
+                if reply.status != 201:
+                    errors.append(f"POST {reply.status}")
+                    continue
+                task_id = reply.json["id"]
+                with lock:
+                    assert task_id not in created
+                    created[task_id] = (kind, when)
+                got = client("GET", f"/tasks/{task_id}")
+                with lock:
+                    read.append((task_id, got.status, got.json.get("time", "")))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=one_client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert len(created) == clients * per_client
+    assert all(status == 200 and created[task_id][1] == when
+               for task_id, status, when in read), read[:5]
+    rows = {r[0]: (r[1], r[2]) for r in query(
+        database, "SELECT id, tasktype, to_char(time AT TIME ZONE 'UTC', "
+                  "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM tasks")}
+    assert rows == created
+    # An id that does not exist, asked for with others, is still a 404 of its own.
+    client = server.client()
+    assert client("GET", "/tasks/999999").status == 404
+
+
 # ------------------------------------------------------------------ ops endpoints
 
 

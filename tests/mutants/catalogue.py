@@ -256,4 +256,22 @@ MUTANTS = [
           "    WHERE schedule_id = %s AND (status = 'Waiting' OR (status = 'Claimed' AND time > now()))",
           "    WHERE schedule_id = %s AND false")],
         ["tests/integration/test_schedules.py", "-k", "pause_removes or delete_keeps"]),
+    Mutant(
+        "claims-not-durable",
+        "a claim survives a crash of PostgreSQL (its attempt number is never reused)",
+        [("worker/dispatcher.py", "        make_durable(conn)\n        conn.add_notify_handler",
+          "        conn.add_notify_handler")],
+        [CLAIMS, "-k", "durable"]),
+    Mutant(
+        "reclaimed-task-prints-its-old-record",
+        "a task claimed again while its record is unanswered prints once",
+        [("worker/book.py", "old.state in (State.PENDING, State.RECORDING)",
+          "old.state is State.PENDING")],
+        [UNIT, "-k", "claimed_again"]),
+    Mutant(
+        "batched-inserts-answer-crossed",
+        "POSTs that share a statement each get their own task's id",
+        [("server/database.py", "return sorted(await cur.fetchall(), key=lambda task: task.id)",
+          "return sorted(await cur.fetchall(), key=lambda task: -task.id)")],
+        [SERVER, "-k", "share_a_statement"]),
 ]
