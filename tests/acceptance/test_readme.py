@@ -72,8 +72,8 @@ def curl_commands() -> list[str]:
 
 
 def runs_until_stopped(command: str) -> bool:
-    return command.startswith("fizz serve") or (
-        command.startswith("fizz work") and "--drain" not in command)
+    words = command.split()
+    return words[1] == "serve" or (words[1] == "work" and "--drain" not in words)
 
 
 def test_the_readme_has_the_examples_this_test_runs() -> None:
