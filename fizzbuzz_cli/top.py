@@ -8,11 +8,9 @@ restoring the terminal. ``fetch`` returns (snapshot, workers); it is called on a
 its own, so a slow or unreachable database never makes the view or its keys unresponsive:
 the view says what failed and keeps the last figures.
 
-Until the command line has `fizz top`, ``python -m fizzbuzz_cli.top --database-url URL``
-runs it (see ``main``).
-
-Threading: the calling thread draws and reads keys; one fetcher thread calls ``fetch`` and
-hands each result over through a lock. Nothing else is shared.
+Threading: the calling thread draws and reads keys (and, on the main thread, takes Ctrl-C
+as a key); one fetcher thread calls ``fetch`` and hands each result over through a lock.
+Nothing else is shared.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import sys
 import termios
 import threading
@@ -278,30 +277,46 @@ def run(fetch: Fetch, *, interval: float = 1.0, console: Console | None = None,
 @contextlib.contextmanager
 def _keys() -> Iterator[Callable[[float], bytes | None]]:
     """A reader of single key presses (no Enter needed) for the duration of the block;
-    the terminal's settings are restored after. Off a terminal, it only waits."""
+    the terminal's settings are restored after. Off a terminal, it only waits.
+
+    Ctrl-C (SIGINT) reads as the key \x03: the signal's handler writes it to a pipe that
+    the reader watches beside the terminal, so the view leaves through its own loop at once,
+    instead of by an exception raised wherever the main thread happens to be (inside rich,
+    a lock or the terminal's settings)."""
     fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    watched = [wake_r] if fd is None else [fd, wake_r]
 
     def read(timeout: float) -> bytes | None:
-        if fd is None:
-            time.sleep(timeout)
-            return None
-        ready, _, _ = select.select([fd], [], [], timeout)
+        ready, _, _ = select.select(watched, [], [], timeout)
+        if wake_r in ready:
+            return b"\x03"
         if not ready:
             return None
-        data = os.read(fd, 64)
+        data = os.read(fd, 64)  # type: ignore[arg-type]
         if not data:  # the terminal went away: leave
             return b"q"
         return next((bytes([b]) for b in data if bytes([b]) in QUIT_KEYS), data[:1])
 
-    if fd is None:
-        yield read
-        return
-    saved = termios.tcgetattr(fd)
+    def on_interrupt(signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):  # a full pipe already says it
+            os.write(wake_w, b"\x03")
+
+    main = threading.current_thread() is threading.main_thread()  # only it takes signals
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
+    saved = termios.tcgetattr(fd) if fd is not None else None
     try:
-        tty.setcbreak(fd)
+        if fd is not None:
+            tty.setcbreak(fd)
         yield read
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        if fd is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        if main:
+            signal.signal(signal.SIGINT, previous)
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 # ------------------------------------------------------------------------------ helpers
