@@ -51,9 +51,15 @@ class Timeouts:
         third = lease / 3
         return cls(dead_peer=third, statement=max(third, 1.0), lock=min(max(third / 2, 0.5), 2.0))
 
-    def params(self) -> dict[str, object]:
+    def params(self, reconnecting: bool = False) -> dict[str, object]:
         """libpq parameters: the client's keepalives and user timeout, and the same for the
-        server's end of the socket (a backend whose client is cut off gives up its locks)."""
+        server's end of the socket (a backend whose client is cut off gives up its locks).
+
+        `reconnecting`: attempts made during an outage wait 2 s at most (libpq's least),
+        however long the lease. A connection attempt whose first SYN was lost retransmits
+        it after 1 s, then 3 s: one that began while the network was still down could
+        otherwise go on for seconds after it came back, where a fresh attempt gets through
+        at once."""
         # A keepalive probe goes out after 1 s of silence and every second after; the kernel
         # drops the connection at the first probe after `user_ms` without an answer, so a
         # cut is noticed within user_ms + 1 s: a third of the lease.
@@ -73,7 +79,7 @@ class Timeouts:
             "keepalives_interval": 1,
             "keepalives_count": 3,
             "tcp_user_timeout": user_ms,
-            "connect_timeout": max(2, math.ceil(self.dead_peer)),
+            "connect_timeout": 2 if reconnecting else max(2, math.ceil(self.dead_peer)),
             "options": " ".join(f"-c {key}={value}" for key, value in server.items()),
         }
 
@@ -88,9 +94,10 @@ def connection_params(url: str, timeouts: Timeouts, application: str) -> dict[st
     return {**params, **ours, "application_name": application}
 
 
-def connect(url: str, timeouts: Timeouts, application: str) -> psycopg.Connection:
+def connect(url: str, timeouts: Timeouts, application: str,
+            reconnecting: bool = False) -> psycopg.Connection:
     """An autocommit connection with these timeouts."""
-    params = timeouts.params()
+    params = timeouts.params(reconnecting)
     given = db.parse_url(url).get("options")
     if given:
         params["options"] = f"{given} {params['options']}"
@@ -177,6 +184,7 @@ class Link:
         self.wait = wait or threading.Event().wait
         self.conn: psycopg.Connection | None = None
         self._opened = -math.inf  # monotonic time the current connection was made
+        self._failing = False  # the latest attempt or connection failed
         self._backoff = Backoff()
 
     def open(self) -> psycopg.Connection:
@@ -184,7 +192,8 @@ class Link:
         fails)."""
         if self.conn is None:
             try:
-                conn = connect(self.url, self.timeouts, self.application)
+                conn = connect(self.url, self.timeouts, self.application,
+                               reconnecting=self._failing or self.outage.down)
             except CONNECTION_ERRORS as exc:
                 self._failed(exc)
                 raise LinkDown(brief(exc)) from None
@@ -200,6 +209,7 @@ class Link:
                 raise
             self.conn = conn
             self._opened = time.monotonic()
+            self._failing = False
             self._backoff.reset()
             self.outage.back(self.name)
         return self.conn
@@ -248,6 +258,7 @@ class Link:
     close = drop
 
     def _failed(self, exc: BaseException) -> None:
+        self._failing = True
         self.outage.lost(self.name, self._opened, brief(exc))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 
 from fizzbuzz_cli.claims import Claim, ClaimBatch
@@ -243,6 +244,30 @@ def test_connection_timeouts_notice_a_dead_peer_within_a_third_of_the_lease() ->
                     "tcp_keepalives_idle=1", "idle_in_transaction_session_timeout="):
         assert f"-c {setting}" in options
     assert params["connect_timeout"] >= 2
+    # During an outage each attempt is short: one whose lost SYN waits for its retransmission
+    # (1 s, then 3 s) must not keep the worker away once the network is back.
+    assert Timeouts.for_lease(60.0).params(reconnecting=True)["connect_timeout"] == 2
+    assert Timeouts.for_lease(60.0).params()["connect_timeout"] == 20
+
+
+def test_a_link_reconnects_with_short_attempts_after_a_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fizzbuzz_cli import link as link_module
+
+    seen: list[bool] = []
+
+    def connect(url: str, timeouts: Timeouts, application: str,
+                reconnecting: bool = False) -> object:
+        seen.append(reconnecting)
+        raise psycopg.OperationalError("connection timeout expired")
+
+    monkeypatch.setattr(link_module, "connect", connect)
+    link = link_module.Link("postgresql://nowhere", "test", Timeouts.for_lease(10.0),
+                            link_module.Outage())
+    for _ in range(2):
+        with pytest.raises(link_module.LinkDown):
+            link.open()
+    assert seen == [False, True]
 
 
 def test_backoff_counts_time_already_spent() -> None:
