@@ -160,8 +160,8 @@ MUTANTS = [
     Mutant(
         "token-not-asked-on-delete",
         "with --token, every route but /healthz needs it",
-        [("server/routes.py", "            if self._token is not None and request.path != PUBLIC:\n",
-          "            if (self._token is not None and request.path != PUBLIC\n"
+        [("server/routes.py", "            if self._token is not None and request.path not in PUBLIC:\n",
+          "            if (self._token is not None and request.path not in PUBLIC\n"
           "                    and request.method != 'DELETE'):\n")],
         [f"{SERVER}::test_bearer_token_on_every_route_but_healthz"]),
     Mutant(
