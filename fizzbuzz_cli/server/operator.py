@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fizzbuzz_cli import stats, web
 from fizzbuzz_cli.errors import BadInput
 from fizzbuzz_cli.server.database import Database
-from fizzbuzz_cli.server.protocol import HttpError
-from fizzbuzz_cli.server.transport import Request, Response, json_response
+from fizzbuzz_cli.server.transport import Request, Response, json_response, query_param
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAGE_PATHS = frozenset(web.paths())  # served without a token
@@ -36,14 +34,14 @@ class Operator:
                 *(("GET", path, self.page) for path in sorted(PAGE_PATHS))]
 
     async def stats(self, request: Request) -> Response:
-        window = _one(request, "window", _seconds)
+        window = query_param(request, "window", _seconds)
         if window is None or window == stats.DEFAULT_WINDOW:
             return json_response(200, await self._snapshots.get())
         return json_response(200, await self.db.run(
             lambda conn: stats.snapshot_async(conn, window)))
 
     async def workers(self, request: Request) -> Response:
-        everyone = _one(request, "all", _boolean) or False
+        everyone = query_param(request, "all", _boolean) or False
         return json_response(200, await self.db.run(
             lambda conn: stats.workers_async(conn, include_gone=everyone)))
 
@@ -55,18 +53,6 @@ class Operator:
         if request.headers.get("if-none-match") == found.etag:
             return Response(304, b"", content_type, headers)
         return Response(200, found.body, content_type, headers)
-
-
-def _one(request: Request, name: str, parse: Callable[[str], Any]) -> Any:
-    values = request.query.get(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise HttpError(400, f"{name} is given {len(values)} times: give it once")
-    try:
-        return parse(values[0])
-    except BadInput as exc:
-        raise HttpError(400, f"invalid {name}: {exc}") from None
 
 
 def _seconds(text: str) -> float:

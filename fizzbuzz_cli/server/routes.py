@@ -25,7 +25,13 @@ from fizzbuzz_cli.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from fizzbuzz_cli.server.metrics import Metrics
 from fizzbuzz_cli.server.operator import PAGE_PATHS, Operator
 from fizzbuzz_cli.server.protocol import HttpError
-from fizzbuzz_cli.server.transport import Request, Response, error_response, json_response
+from fizzbuzz_cli.server.transport import (
+    Request,
+    Response,
+    error_response,
+    json_response,
+    query_param,
+)
 from fizzbuzz_cli.tasks import (
     MAX_TASK_ID,
     Status,
@@ -256,20 +262,6 @@ def _limit(text: str) -> int:
     if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_TASK_ID:
         raise BadInput(f"{text!r} is not a whole number from 0 to {MAX_TASK_ID}")
     return int(text)
-
-
-def query_param(request: Request, name: str, parse: Callable[[str], Any]) -> Any:
-    """A query parameter read by `parse` (None when absent); 400 naming it when it is bad
-    or given twice."""
-    values = request.query.get(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise HttpError(400, f"{name} is given {len(values)} times: give it once")
-    try:
-        return parse(values[0])
-    except BadInput as exc:
-        raise HttpError(400, f"invalid {name}: {exc}") from None
 
 
 TASK_BODY = ('the body must be a JSON object such as {"type": "Fizz", "time": '

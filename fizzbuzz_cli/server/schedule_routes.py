@@ -28,8 +28,8 @@ from fizzbuzz_cli import schedules
 from fizzbuzz_cli.errors import BadInput
 from fizzbuzz_cli.recurrence import parse_schedule_id, parse_schedule_record
 from fizzbuzz_cli.server.database import Database
-from fizzbuzz_cli.server.routes import Handler, query_param, read_json
-from fizzbuzz_cli.server.transport import Request, Response, json_response
+from fizzbuzz_cli.server.routes import Handler, read_json
+from fizzbuzz_cli.server.transport import Request, Response, json_response, query_param
 
 PAGE = 100  # schedules per page of GET /schedules
 NEXT_DEFAULT = 5  # occurrences in GET /schedules/{id} unless ?next= says otherwise

@@ -29,11 +29,11 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from fizzbuzz_cli.errors import FizzError
+from fizzbuzz_cli.errors import BadInput, FizzError
 from fizzbuzz_cli.server import protocol
 from fizzbuzz_cli.server.protocol import (
     JSON,
@@ -73,6 +73,20 @@ class Response:
 
 def json_response(status: int, payload: Any, **headers: str) -> Response:
     return Response(status, json.dumps(payload).encode(), headers=headers)
+
+
+def query_param(request: Request, name: str, parse: Callable[[str], Any]) -> Any:
+    """A query parameter read by `parse` (None when absent); 400 naming it when it is bad
+    or given twice."""
+    values = request.query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise HttpError(400, f"{name} is given {len(values)} times: give it once")
+    try:
+        return parse(values[0])
+    except BadInput as exc:
+        raise HttpError(400, f"invalid {name}: {exc}") from None
 
 
 def error_response(error: FizzError, message: str | None = None) -> Response:
